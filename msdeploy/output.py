@@ -1,0 +1,34 @@
+"""Terminal output helpers shared by the commands (rich tables on stdout, messages on stderr)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+# Piped output (CI logs, files) gets a wide fixed width: rich's 80-column default would cut numbers.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True)
+
+
+def print_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    *,
+    right: Sequence[int] = (),
+    caption: str | None = None,
+) -> None:
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="right" if i in right else "left")
+    for row in rows:
+        table.add_row(*(escape(str(c)) for c in row))
+    console.print(table)
+
+
+def millions(n: int) -> str:
+    return f"{n / 1e6:.3f}M"

@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny backbones (pvt_v2_b0), small inputs, deterministic seeds."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+SMALL_BACKBONE = "pvt_v2_b0"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def small_backbone():
+    from models import create_backbone
+
+    return create_backbone(SMALL_BACKBONE)
+
+
+def make_processor(fusion: str = "hierarchical", scales=(0.5, 1.0, 1.5), backbone=None, **kwargs):
+    from models import MultiScaleInputProcessor, create_backbone
+
+    bb = backbone if backbone is not None else create_backbone(SMALL_BACKBONE)
+    return MultiScaleInputProcessor(bb, bb.channels, scales, fusion=fusion, **kwargs)
+
+
+def randomize_bn(module) -> None:
+    """Give BatchNorm layers non-trivial running statistics so eval-mode comparisons mean something."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)

@@ -1,0 +1,89 @@
+"""The command line: help, version, info, params, demo, and user errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from msdeploy.cli import main
+
+
+@pytest.fixture
+def run():
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(main, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def test_help_and_version(run):
+    result = run("--help")
+    assert result.exit_code == 0 and "info" in result.output and "params" in result.output
+    result = run("--version")
+    assert result.exit_code == 0 and "msdeploy, version" in result.output
+
+
+def test_info_json(run):
+    result = run("info", "--json")
+    data = json.loads(result.output)
+    assert data["packages"]["torch"] and data["python"]
+    names = {b["name"]: b for b in data["backends"]}
+    assert names["onnxruntime"]["available"] and names["torch-cpu"]["available"]
+    assert not names["tensorrt"]["available"]  # no GPU on this machine
+
+
+def test_params_table_is_measured(run):
+    result = run("params", "--backbone", "pvt_v2_b0", "--json")
+    rows = {r["key"]: r["params"] for r in json.loads(result.output)}
+    from models import build_model
+
+    for fusion in ("hierarchical", "absi"):
+        model = build_model("pvt_v2_b0", fusion)
+        heads = sum(p.numel() for p in model.multi_scale_processor.prediction_heads.parameters())
+        # the total counts the training-only heads; everything else is in the deployed network
+        assert rows[f"total_{fusion}"] == sum(p.numel() for p in model.parameters())
+        assert rows["prediction_heads"] == heads
+
+
+def test_params_guide_claims_shown_for_b2(run):
+    result = run("params")
+    assert result.exit_code == 0 and "~25M" in result.output and "~38M" in result.output
+
+
+def test_demo(run):
+    result = run("demo", "--sizes", "64,96", "--fusion", "absi")
+    assert result.exit_code == 0
+    assert "(1,32,16,16)" in result.output and "(1,1,96,96)" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["params", "--backbone", "nope"], "unknown backbone 'nope'"),
+        (["params", "--scales", "0.5,1.5"], "lack 1.0"),
+        (["demo", "--fusion", "sum", "--sizes", "64"], "unknown fusion 'sum'"),
+        (["demo", "--sizes", "16"], "at least 32"),
+    ],
+)
+def test_user_errors_are_messages_not_tracebacks(args, fragment):
+    result = subprocess.run([sys.executable, "-m", "msdeploy.cli", *args], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert fragment in result.stderr and "Traceback" not in result.stderr
+
+
+def test_base_cli_and_runtime_do_not_import_torch_or_onnx():
+    code = (
+        "import sys, runtime, runtime.environment, msdeploy.cli\n"
+        "from click.testing import CliRunner\n"
+        "assert CliRunner().invoke(msdeploy.cli.main, ['--help']).exit_code == 0\n"
+        "assert CliRunner().invoke(msdeploy.cli.main, ['info']).exit_code == 0\n"
+        "heavy = sorted(m for m in ('torch', 'onnx', 'timm') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
