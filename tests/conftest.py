@@ -1,6 +1,11 @@
-"""Shared fixtures: tiny backbones (pvt_v2_b0), small inputs, deterministic seeds."""
+"""Shared fixtures: tiny backbones (pvt_v2_b0), small inputs, deterministic seeds, and the session's
+ONNX exports (made once, in parallel, through the CLI)."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +41,36 @@ def randomize_bn(module) -> None:
             m.running_var.uniform_(0.5, 1.5)
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
+
+
+EXPORTED_FUSIONS = ("hierarchical", "absi")
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory) -> dict[str, Path]:
+    """pvt_v2_b0 exports (mask logits and fused features) of both fusion modes, random-init seed 0."""
+    out = tmp_path_factory.mktemp("onnx")
+    procs = {}
+    for fusion in EXPORTED_FUSIONS:
+        path = out / f"{SMALL_BACKBONE}_{fusion}.onnx"
+        cmd = [
+            sys.executable,
+            "-m",
+            "msdeploy.cli",
+            "export",
+            "onnx",
+            "--backbone",
+            SMALL_BACKBONE,
+            "--fusion",
+            fusion,
+            "--features",
+            "-o",
+            str(path),
+        ]
+        procs[fusion] = (path, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    paths = {}
+    for fusion, (path, proc) in procs.items():
+        log, _ = proc.communicate(timeout=1200)
+        assert proc.returncode == 0, log
+        paths[fusion] = path
+    return paths

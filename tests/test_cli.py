@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -56,10 +57,18 @@ def test_params_guide_claims_shown_for_b2(run):
     assert result.exit_code == 0 and "~25M" in result.output and "~38M" in result.output
 
 
-def test_demo(run):
-    result = run("demo", "--sizes", "64,96", "--fusion", "absi")
-    assert result.exit_code == 0
+def test_demo_reuses_its_exports(run, exported, tmp_path):
+    """The demo's export step is the same code as `msdeploy export onnx` (tested there); here the
+    demo folder already holds the session's export, which the demo must reuse and check."""
+    import shutil
+
+    for suffix in ("", ".json"):
+        shutil.copy(str(exported["absi"]) + suffix, tmp_path / f"pvt_v2_b0_absi.onnx{suffix}")
+    result = run("demo", "--sizes", "64,96", "--fusion", "absi", "--output-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
     assert "(1,32,16,16)" in result.output and "(1,1,96,96)" in result.output
+    assert "reusing" in result.output and "Parity" in result.output
+    assert re.findall(r"│ (PASS|FAIL)\s+│", result.output) == ["PASS"] * (2 * 2 * 5)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
+from msdeploy.commands.export_cmds import run_export_onnx, run_parity
 from msdeploy.output import console, millions, print_table
 
 
@@ -42,7 +44,8 @@ def _shape(shape: tuple) -> str:
     return "(" + ",".join(map(str, shape)) + ")"
 
 
-def run_demo(backbone: str, fusions: Sequence[str], sizes: Sequence[int]) -> None:
+def run_demo(backbone: str, fusions: Sequence[str], sizes: Sequence[int], output_dir: Path, force: bool) -> bool:
+    """Parameters, shapes, then export each fusion mode and check it against PyTorch."""
     from models.scaling import DEFAULT_SCALES, scaled_size
 
     show_params(backbone, DEFAULT_SCALES)
@@ -61,3 +64,22 @@ def run_demo(backbone: str, fusions: Sequence[str], sizes: Sequence[int]) -> Non
             ),
             caption="shapes are [B, C, H, W]; levels 1-4 are the fused maps at strides 4, 8, 16, 32",
         )
+    passed = True
+    for fusion in fusions:
+        path = demo_export(backbone, fusion, output_dir, force)
+        passed &= run_parity(str(path), [(n, n) for n in sizes], (1, 2), None, as_json=False)
+    return passed
+
+
+def demo_export(backbone: str, fusion: str, output_dir: Path, force: bool) -> Path:
+    """Export into the demo folder, or reuse the export already there (re-running the demo is quick)."""
+    from export.onnx_export import ExportOptions
+    from runtime.metadata import read_sidecar
+
+    path = output_dir / f"{backbone}_{fusion}.onnx"
+    sidecar = read_sidecar(path) if path.exists() else None
+    if sidecar and not force and (sidecar.get("backbone"), sidecar.get("fusion")) == (backbone, fusion):
+        console.print(f"reusing {path} (pass --force to export again)")
+        return path
+    run_export_onnx(ExportOptions(backbone=backbone, fusion=fusion, output=path, force=force))
+    return path

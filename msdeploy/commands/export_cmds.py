@@ -1,0 +1,54 @@
+"""`msdeploy export onnx` and `msdeploy parity`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from msdeploy.output import console, err_console, print_table
+
+
+def run_export_onnx(options) -> None:
+    from export.onnx_export import export_onnx
+
+    with err_console.status("exporting") as status:
+        result = export_onnx(options, progress=lambda msg: (status.update(msg), err_console.log(msg)))
+    show_parity(result.parity)
+    took = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+    console.print(
+        f"[green]exported[/] {result.path} ({result.size_bytes / 1e6:.1f} MB; {took}); metadata in {result.sidecar}"
+    )
+
+
+def show_parity(report, as_json: bool = False) -> None:
+    if as_json:
+        console.print_json(json.dumps(report.as_dict()))
+        return
+    tol = report.tolerance
+    print_table(
+        f"Parity: {report.model} ({report.backend}, {report.precision}) against PyTorch",
+        ["output", "input", "max abs", "max rel", "mean abs", "cosine", "needs atol", "result"],
+        (
+            (
+                r.output,
+                "x".join(map(str, r.shape)),
+                f"{r.agreement.max_abs:.2e}",
+                f"{r.agreement.max_rel:.2e}",
+                f"{r.agreement.mean_abs:.2e}",
+                f"{r.agreement.cosine:.7f}",
+                f"{r.agreement.required_atol:.2e}",
+                "PASS" if r.agreement.passed else "FAIL",
+            )
+            for r in report.rows
+        ),
+        right=(2, 3, 4, 5, 6),
+        caption=f"PASS: max abs <= {tol.atol:g} and cosine >= {tol.min_cosine} ({report.precision} tolerance)",
+    )
+
+
+def run_parity(model: str, sizes: Sequence[tuple[int, int]], batches: Sequence[int], weights, as_json: bool) -> bool:
+    from export.parity import check_model_parity
+
+    report = check_model_parity(model, sizes, batches, weights)
+    show_parity(report, as_json)
+    return report.passed

@@ -1,0 +1,90 @@
+"""The metadata that travels with every model we write.
+
+Stored twice: as ONNX `metadata_props` (each field JSON-encoded under its own key, so the model file
+alone is self-describing) and as a JSON sidecar `<model>.json` that also holds the model's sha256
+(a file cannot contain its own hash). Readers here need neither torch nor onnx.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from runtime.errors import UserError
+
+FORMAT = "msdeploy-model/1"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Normalization:
+    """pixel -> (pixel * scale - mean) / std, per RGB channel."""
+
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+
+@dataclass
+class ModelMetadata:
+    fusion: str
+    backbone: str
+    scales: list[float]
+    channels: list[int]
+    outputs: list[str]
+    input_name: str = "image"
+    input_layout: str = "NCHW"
+    input_color: str = "RGB"
+    input_dtype: str = "float32"
+    normalization: Normalization = field(default_factory=Normalization)
+    default_size: list[int] = field(default_factory=lambda: [352, 352])
+    size_rule: str = "for s != 1: side = max(32, floor(side * s / 32) * 32); the 1.0x copy is unchanged"
+    min_size: int = 32
+    static_size: list[int] | None = None  # [H, W] when spatial sizes are fixed in the graph
+    precision: str = "fp32"
+    opset: int | None = None
+    weights: dict = field(default_factory=dict)  # source, file, file_sha256, state_sha256, seed
+    versions: dict = field(default_factory=dict)
+    parity: dict = field(default_factory=dict)  # measured against PyTorch when the file was written
+    format: str = FORMAT
+
+    def to_props(self) -> dict[str, str]:
+        return {key: json.dumps(value) for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> ModelMetadata:
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if isinstance(kwargs.get("normalization"), Mapping):
+            kwargs["normalization"] = Normalization(**kwargs["normalization"])
+        return cls(**kwargs)
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str], source: str = "model") -> ModelMetadata:
+        if props.get("format") is None or not json.loads(props["format"]).startswith("msdeploy-model/"):
+            raise UserError(
+                f"{source} carries no msdeploy metadata, so it was not written by this tool; "
+                "export it with `msdeploy export onnx`"
+            )
+        try:
+            return cls.from_dict({k: json.loads(v) for k, v in props.items() if k in cls.__dataclass_fields__})
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{source} has unreadable msdeploy metadata: {exc}") from exc
+
+
+def sidecar_path(model_path: str | Path) -> Path:
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name + ".json")
+
+
+def read_sidecar(model_path: str | Path) -> dict | None:
+    path = sidecar_path(model_path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise UserError(f"sidecar {path} is not valid JSON: {exc}") from exc

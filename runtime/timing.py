@@ -1,0 +1,55 @@
+"""Timing statistics for latency tables (numpy only, so it runs on a board)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TimingStats:
+    iterations: int
+    median_ms: float
+    mean_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+    max_ms: float
+    std_ms: float
+
+    @classmethod
+    def from_seconds(cls, samples: Sequence[float]) -> TimingStats:
+        ms = np.asarray(samples, dtype=np.float64) * 1e3
+        return cls(
+            iterations=int(ms.size),
+            median_ms=float(np.median(ms)),
+            mean_ms=float(ms.mean()),
+            p90_ms=float(np.percentile(ms, 90)),
+            p99_ms=float(np.percentile(ms, 99)),
+            min_ms=float(ms.min()),
+            max_ms=float(ms.max()),
+            std_ms=float(ms.std()),
+        )
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], *, warmup: int = 2, iterations: int = 10
+) -> dict[str, TimingStats]:
+    """Time several callables in turn, one call each per round, so that a noisy machine (another
+    process, thermal changes) hurts them alike. Warm-up rounds are not counted."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(iterations):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: TimingStats.from_seconds(s) for name, s in samples.items()}
