@@ -239,7 +239,7 @@ def export_onnx(options: ExportOptions, progress: Callable[[str], None] | None =
         versions=export_versions(),
     )
     with atomic_path(output) as tmp:
-        _write(model, metadata, tmp)
+        write_model(model, metadata, tmp)
         say(f"verifying with ONNX Runtime at {', '.join('x'.join(map(str, s)) for s in verify_shapes)}")
         start = time.perf_counter()
         parity = run_parity(tmp, reference_fn(net, options.features), verify_shapes)
@@ -248,8 +248,9 @@ def export_onnx(options: ExportOptions, progress: Callable[[str], None] | None =
             raise VerificationError(
                 "the exported model does not match PyTorch (nothing was written):\n" + parity.summary()
             )
+        parity.model = str(output)  # it ran on the temporary file; report the real one
         metadata.parity = parity.as_metadata()
-        _write(model, metadata, tmp)
+        write_model(model, metadata, tmp)
         model_sha = sha256_file(tmp)
         size = tmp.stat().st_size
     write_json_atomic(
@@ -259,7 +260,8 @@ def export_onnx(options: ExportOptions, progress: Callable[[str], None] | None =
     return ExportResult(output, sidecar, metadata, parity, seconds, size)
 
 
-def _write(model, metadata: ModelMetadata, path: Path) -> None:
+def write_model(model, metadata: ModelMetadata, path: Path) -> None:
+    """Save an ONNX model with our metadata in metadata_props (replacing any earlier copy)."""
     import onnx
 
     del model.metadata_props[:]

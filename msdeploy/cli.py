@@ -197,5 +197,24 @@ def parity(model, sizes, batches, weights, as_json) -> None:
         raise SystemExit(1)
 
 
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "--precision",
+    type=click.Choice(["fp16"]),
+    required=True,
+    help="Target precision, written into the graph (INT8 with calibration: not yet).",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file [default: MODEL.PRECISION.onnx].")
+@click.option("--weights", type=click.Path(dir_okay=False), help="The checkpoint MODEL was exported from.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+def quantize(model, precision, output, weights, force) -> None:
+    """Write a lower-precision ONNX model (FP32 inputs and outputs), checked against PyTorch before
+    it is written. TensorRT and ONNX Runtime run the precision the graph carries."""
+    from msdeploy.commands.export_cmds import run_quantize
+
+    run_quantize(model, precision, output, weights, force)
+
+
 if __name__ == "__main__":
     main()

@@ -310,3 +310,24 @@ def test_static_export(tmp_path):
     assert runner.infer(np.zeros((3, 3, 96, 128), np.float32))["mask_logits"].shape == (3, 1, 96, 128)
     with pytest.raises(UserError, match="size 64 on axis 2|exported for 96x128"):
         runner.infer(np.zeros((1, 3, 64, 128), np.float32))
+
+
+def test_parity_fails_with_exit_code_1_on_a_wrong_model(exported, tmp_path):
+    """A model whose weights were altered after export (one bias shifted) must FAIL, exit code 1."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(exported["hierarchical"]))
+    inits = {i.name: i for i in model.graph.initializer}
+    last_conv = [n for n in model.graph.node if n.op_type == "Conv" and len(n.input) == 3][-1]
+    bias = inits[last_conv.input[2]]
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + 0.05, bias.name))
+    path = tmp_path / "tampered.onnx"
+    onnx.save(model, str(path))
+    result = subprocess.run(
+        [sys.executable, "-m", "msdeploy.cli", "parity", str(path), "--sizes", "64", "--batch", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAIL" in result.stdout and "Traceback" not in result.stderr

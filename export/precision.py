@@ -1,0 +1,151 @@
+"""Precision in the graph: FP16 models written as ONNX, checked on the CPU, compiled as-is by TensorRT.
+
+FP16 conversion uses onnxconverter-common's float16 converter (the converter ModelOpt's AutoCast is
+built on; ModelOpt's ONNX extra pins onnx 1.21 and GPU onnxruntime, which this project cannot take).
+Inputs and outputs stay FP32; normalisations, softmax, reductions, resizes and the size arithmetic
+stay FP32 (FP16 LayerNorm overflows in TensorRT: NVIDIA/TensorRT issues 2564, 3657). Every converted
+model is checked against PyTorch with the FP16 tolerance before it is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from export.onnx_export import DYNAMIC_VERIFY_SHAPES, write_model
+from export.parity import ParityReport, rebuild_reference, reference_fn, run_parity
+from runtime.errors import UserError, VerificationError
+from runtime.files import atomic_path, check_output_path, sha256_file, write_json_atomic
+from runtime.metadata import ModelMetadata, read_sidecar, sidecar_path
+
+log = logging.getLogger("msdeploy")
+
+# Kept in FP32: numerically sensitive ops (accumulations, exponentials, normalisations) and ops whose
+# FP16 kernels are missing or lossy (Resize), plus onnxconverter-common's own defaults.
+FP32_OPS = (
+    "LayerNormalization",
+    "BatchNormalization",
+    "InstanceNormalization",
+    "GroupNormalization",
+    "Softmax",
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceSum",
+    "ReduceL2",
+    "GlobalAveragePool",
+    "Pow",
+    "Sqrt",
+    "Exp",
+    "Log",
+    "Resize",
+)
+
+
+@dataclasses.dataclass
+class PrecisionResult:
+    path: Path
+    sidecar: Path
+    metadata: ModelMetadata
+    parity: ParityReport
+    size_bytes: int
+
+
+def default_output(model_path: Path, precision: str) -> Path:
+    stem = model_path.name[: -len(".onnx")] if model_path.name.endswith(".onnx") else model_path.stem
+    return model_path.with_name(f"{stem}.{precision}.onnx")
+
+
+def _source_metadata(model_path: Path) -> ModelMetadata:
+    import runtime
+
+    meta = runtime.load(model_path, providers=["CPUExecutionProvider"]).metadata
+    if meta is None:
+        raise UserError(f"{model_path} carries no msdeploy metadata; export it with `msdeploy export onnx` first")
+    if meta.precision != "fp32":
+        raise UserError(f"{model_path} is already {meta.precision}; convert the FP32 model instead")
+    return meta
+
+
+def _detach_consumed_outputs(model) -> None:
+    """Give every graph output that other nodes also read its own Identity node.
+
+    With `--features` the fused maps are graph outputs and decoder inputs at once; the converter keeps
+    such a tensor FP32 (keep_io_types) while its consumers become FP16, and the graph becomes invalid
+    (Concat of float and float16). After this the internal tensor converts and only the Identity's
+    output stays FP32."""
+    from onnx import helper
+
+    outputs = {o.name for o in model.graph.output}
+    consumed = {name for node in model.graph.node for name in node.input} & outputs
+    if not consumed:
+        return
+    nodes = []
+    for node in model.graph.node:
+        node.input[:] = [f"{n}__internal" if n in consumed else n for n in node.input]
+        produced = [n for n in node.output if n in consumed]
+        node.output[:] = [f"{n}__internal" if n in consumed else n for n in node.output]
+        nodes.append(node)
+        # right after the producer, so the graph stays topologically sorted
+        nodes += [helper.make_node("Identity", [f"{n}__internal"], [n], name=f"{n}__out") for n in produced]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
+def convert_fp16(
+    model_path: str | Path,
+    output: str | Path | None = None,
+    *,
+    weights: str | Path | None = None,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> PrecisionResult:
+    """FP32 ONNX (ours) -> FP16 ONNX with FP32 inputs/outputs, verified against PyTorch."""
+    import onnx
+    from onnxconverter_common import float16
+
+    say = progress or log.info
+    model_path = Path(model_path)
+    meta = _source_metadata(model_path)
+    output = check_output_path(output or default_output(model_path, "fp16"), force, what="output")
+    if sidecar_path(output).exists() and not force:
+        raise UserError(f"sidecar {sidecar_path(output)} already exists; pass --force to overwrite it")
+    net = rebuild_reference(meta, weights)  # before the slow part: wrong weights fail fast
+
+    say(f"converting {model_path.name} to FP16 (keeping {len(FP32_OPS)} op types in FP32)")
+    model = onnx.load(str(model_path))
+    _detach_consumed_outputs(model)
+    model = float16.convert_float_to_float16(
+        model,
+        keep_io_types=True,
+        op_block_list=sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(FP32_OPS)),
+    )
+    onnx.checker.check_model(model, full_check=True)
+
+    fp16_meta = dataclasses.replace(meta, precision="fp16", parity={})
+    shapes = [(1, 3, *meta.static_size), (3, 3, *meta.static_size)] if meta.static_size else DYNAMIC_VERIFY_SHAPES
+    with atomic_path(output) as tmp:
+        write_model(model, fp16_meta, tmp)
+        say("verifying against PyTorch (FP16 tolerance)")
+        parity = run_parity(tmp, reference_fn(net, features=len(meta.outputs) > 1), shapes, precision="fp16")
+        if not parity.passed:
+            raise VerificationError("the FP16 model is too far from PyTorch (nothing written):\n" + parity.summary())
+        parity.model = str(output)  # it ran on the temporary file; report the real one
+        fp16_meta.parity = parity.as_metadata()
+        write_model(model, fp16_meta, tmp)
+        size = tmp.stat().st_size
+        model_sha = sha256_file(tmp)
+    source = read_sidecar(model_path) or {}
+    write_json_atomic(
+        sidecar_path(output),
+        {
+            **dataclasses.asdict(fp16_meta),
+            "model_file": output.name,
+            "model_sha256": model_sha,
+            "derived_from": {"file": model_path.name, "sha256": source.get("model_sha256") or sha256_file(model_path)},
+            "fp32_ops": list(FP32_OPS),
+        },
+    )
+    say(f"wrote {output} ({size / 1e6:.1f} MB)")
+    return PrecisionResult(output, sidecar_path(output), fp16_meta, parity, size)
