@@ -26,8 +26,8 @@ from models import DEFAULT_BACKBONE, DEFAULT_FUSION, DEFAULT_SCALES, build_model
 from models.network import MultiScaleCODNet
 from models.scaling import MIN_SIDE
 from runtime.errors import UserError, VerificationError
-from runtime.files import atomic_path, check_output_path, sha256_file, write_json_atomic
-from runtime.metadata import ModelMetadata, sidecar_path
+from runtime.files import atomic_path, sha256_file, write_json_atomic
+from runtime.metadata import ModelMetadata, check_model_output, sidecar_path
 
 log = logging.getLogger("msdeploy")
 
@@ -85,6 +85,13 @@ class ExportGraph(nn.Module):
             return self.net(image)
         logits, fused = self.net.forward_features(image)
         return (logits, *fused)
+
+
+def verification_shapes(static_size: Sequence[int] | None) -> list[tuple[int, int, int, int]]:
+    """Input shapes unlike the export example's; for a static model, two batches at its size."""
+    if static_size:
+        return [(1, 3, *static_size), (3, 3, *static_size)]
+    return list(DYNAMIC_VERIFY_SHAPES)
 
 
 def output_names(features: bool) -> list[str]:
@@ -188,23 +195,16 @@ def export_onnx(options: ExportOptions, progress: Callable[[str], None] | None =
 
     say = progress or (lambda msg: log.info(msg))
     _validate(options)
-    output = check_output_path(options.output or options.default_output(), options.force, what="output")
+    output = check_model_output(options.output or options.default_output(), options.force)
     sidecar = sidecar_path(output)
-    if sidecar.exists() and not options.force:
-        raise UserError(f"sidecar {sidecar} already exists; pass --force to overwrite it")
     seconds: dict[str, float] = {}
 
     say(f"building {options.backbone} / {options.fusion}")
     torch.manual_seed(options.seed)
     net = build_model(options.backbone, options.fusion, options.scales, options.weights, exportable=True)
     module = ExportGraph(net, options.features).eval()
-    if options.static:
-        example = torch.randn(EXAMPLE_SHAPE[0], 3, *options.static)
-        verify_shapes = [(1, 3, *options.static), (3, 3, *options.static)]
-    else:
-        example = torch.randn(*EXAMPLE_SHAPE)
-        verify_shapes = list(DYNAMIC_VERIFY_SHAPES)
-    verify_shapes = [tuple(s) for s in (options.verify_shapes or verify_shapes)]
+    example = torch.randn(EXAMPLE_SHAPE[0], 3, *options.static) if options.static else torch.randn(*EXAMPLE_SHAPE)
+    verify_shapes = [tuple(s) for s in (options.verify_shapes or verification_shapes(options.static))]
 
     say("exporting with torch.onnx (dynamo); this takes a minute or two")
     start = time.perf_counter()

@@ -14,11 +14,11 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from export.onnx_export import DYNAMIC_VERIFY_SHAPES, write_model
+from export.onnx_export import verification_shapes, write_model
 from export.parity import ParityReport, rebuild_reference, reference_fn, run_parity
 from runtime.errors import UserError, VerificationError
-from runtime.files import atomic_path, check_output_path, sha256_file, write_json_atomic
-from runtime.metadata import ModelMetadata, read_sidecar, sidecar_path
+from runtime.files import atomic_path, sha256_file, write_json_atomic
+from runtime.metadata import ModelMetadata, check_model_output, read_sidecar, sidecar_path
 
 log = logging.getLogger("msdeploy")
 
@@ -108,9 +108,7 @@ def convert_fp16(
     say = progress or log.info
     model_path = Path(model_path)
     meta = _source_metadata(model_path)
-    output = check_output_path(output or default_output(model_path, "fp16"), force, what="output")
-    if sidecar_path(output).exists() and not force:
-        raise UserError(f"sidecar {sidecar_path(output)} already exists; pass --force to overwrite it")
+    output = check_model_output(output or default_output(model_path, "fp16"), force)
     net = rebuild_reference(meta, weights)  # before the slow part: wrong weights fail fast
 
     say(f"converting {model_path.name} to FP16 (keeping {len(FP32_OPS)} op types in FP32)")
@@ -124,7 +122,7 @@ def convert_fp16(
     onnx.checker.check_model(model, full_check=True)
 
     fp16_meta = dataclasses.replace(meta, precision="fp16", parity={})
-    shapes = [(1, 3, *meta.static_size), (3, 3, *meta.static_size)] if meta.static_size else DYNAMIC_VERIFY_SHAPES
+    shapes = verification_shapes(meta.static_size)
     with atomic_path(output) as tmp:
         write_model(model, fp16_meta, tmp)
         say("verifying against PyTorch (FP16 tolerance)")

@@ -80,6 +80,16 @@ def sidecar_path(model_path: str | Path) -> Path:
     return model_path.with_name(model_path.name + ".json")
 
 
+def check_model_output(model_path: str | Path, force: bool) -> Path:
+    """A model output path that may be written: neither the model nor its sidecar in the way."""
+    from runtime.files import check_output_path
+
+    path = check_output_path(model_path, force, what="output")
+    if sidecar_path(path).exists() and not force:
+        raise UserError(f"sidecar {sidecar_path(path)} already exists; pass --force to overwrite it")
+    return path
+
+
 def read_sidecar(model_path: str | Path) -> dict | None:
     path = sidecar_path(model_path)
     if not path.is_file():

@@ -35,8 +35,7 @@ def _spec(node) -> TensorSpec:
     dtype = _ORT_DTYPES.get(node.type)
     if dtype is None:
         raise UserError(f"tensor {node.name} has unsupported type {node.type}")
-    shape = tuple(d if isinstance(d, int) else d for d in node.shape)
-    return TensorSpec(node.name, shape, np.dtype(dtype))
+    return TensorSpec(node.name, tuple(node.shape), np.dtype(dtype))
 
 
 class OnnxRuntimeRunner(Runner):
