@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from export.parity import ParityReport, reference_fn, run_parity
+from export.parity import ParityReport, Reference, reference_fn, run_parity
 from export.provenance import export_versions, state_sha256, weights_record
 from models import DEFAULT_BACKBONE, DEFAULT_FUSION, DEFAULT_SCALES, build_model
 from models.network import MultiScaleCODNet
@@ -238,15 +238,44 @@ def export_onnx(options: ExportOptions, progress: Callable[[str], None] | None =
         weights={**weights_record(options.weights, options.seed), "state_sha256": state_sha256(net)},
         versions=export_versions(),
     )
+    say(f"verifying with ONNX Runtime at {', '.join('x'.join(map(str, s)) for s in verify_shapes)}")
+    start = time.perf_counter()
+    parity, size = write_verified_model(
+        model,
+        metadata,
+        output,
+        reference_fn(net, options.features),
+        verify_shapes,
+        sidecar_extra=lambda: {"export_seconds": _record(seconds, "verify", start)},
+    )
+    say(f"wrote {output} ({size / 1e6:.1f} MB) and {sidecar.name}")
+    return ExportResult(output, sidecar, metadata, parity, seconds, size)
+
+
+def _record(seconds: dict[str, float], phase: str, start: float) -> dict[str, float]:
+    seconds[phase] = time.perf_counter() - start
+    return seconds
+
+
+def write_verified_model(
+    model,
+    metadata: ModelMetadata,
+    output: Path,
+    reference: Reference,
+    shapes: Sequence[Sequence[int]],
+    *,
+    sidecar_extra: Callable[[], dict] = dict,
+) -> tuple[ParityReport, int]:
+    """Write `model` to `output` only if it matches `reference` at `shapes` (tolerance of
+    metadata.precision): temporary file, parity, parity figures into the metadata, rename, then the
+    sidecar with the file's sha256. Raises VerificationError and writes nothing on a mismatch.
+    Returns the parity report and the file size."""
     with atomic_path(output) as tmp:
         write_model(model, metadata, tmp)
-        say(f"verifying with ONNX Runtime at {', '.join('x'.join(map(str, s)) for s in verify_shapes)}")
-        start = time.perf_counter()
-        parity = run_parity(tmp, reference_fn(net, options.features), verify_shapes)
-        seconds["verify"] = time.perf_counter() - start
+        parity = run_parity(tmp, reference, shapes, precision=metadata.precision)
         if not parity.passed:
             raise VerificationError(
-                "the exported model does not match PyTorch (nothing was written):\n" + parity.summary()
+                f"the {metadata.precision} model does not match PyTorch (nothing was written):\n" + parity.summary()
             )
         parity.model = str(output)  # it ran on the temporary file; report the real one
         metadata.parity = parity.as_metadata()
@@ -254,10 +283,10 @@ def export_onnx(options: ExportOptions, progress: Callable[[str], None] | None =
         model_sha = sha256_file(tmp)
         size = tmp.stat().st_size
     write_json_atomic(
-        sidecar, {**asdict(metadata), "model_file": output.name, "model_sha256": model_sha, "export_seconds": seconds}
+        sidecar_path(output),
+        {**asdict(metadata), "model_file": output.name, "model_sha256": model_sha, **sidecar_extra()},
     )
-    say(f"wrote {output} ({size / 1e6:.1f} MB) and {sidecar.name}")
-    return ExportResult(output, sidecar, metadata, parity, seconds, size)
+    return parity, size
 
 
 def write_model(model, metadata: ModelMetadata, path: Path) -> None:

@@ -22,10 +22,6 @@ class ParityRow:
     shape: tuple[int, ...]  # input shape [B, 3, H, W]
     agreement: Agreement
 
-    @property
-    def size(self) -> str:
-        return f"{self.shape[2]}x{self.shape[3]}"
-
 
 @dataclass
 class ParityReport:
@@ -157,9 +153,7 @@ def check_model_parity(
 ) -> ParityReport:
     """`msdeploy parity`: the model (any backend runtime.load supports) against PyTorch."""
     runner = runtime.load(model_path)
-    if runner.metadata is None:
-        raise UserError(f"{model_path} carries no msdeploy metadata; export it with `msdeploy export onnx`")
-    meta = runner.metadata
+    meta = runner.require_metadata()
     for h, w in sizes:
         if min(h, w) < meta.min_size:
             raise UserError(f"size {h}x{w} is below the model's minimum {meta.min_size}x{meta.min_size}")

@@ -14,10 +14,10 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from export.onnx_export import verification_shapes, write_model
-from export.parity import ParityReport, rebuild_reference, reference_fn, run_parity
-from runtime.errors import UserError, VerificationError
-from runtime.files import atomic_path, sha256_file, write_json_atomic
+from export.onnx_export import verification_shapes, write_verified_model
+from export.parity import ParityReport, rebuild_reference, reference_fn
+from runtime.errors import UserError
+from runtime.files import sha256_file
 from runtime.metadata import ModelMetadata, check_model_output, read_sidecar, sidecar_path
 
 log = logging.getLogger("msdeploy")
@@ -60,9 +60,7 @@ def default_output(model_path: Path, precision: str) -> Path:
 def _source_metadata(model_path: Path) -> ModelMetadata:
     import runtime
 
-    meta = runtime.load(model_path, providers=["CPUExecutionProvider"]).metadata
-    if meta is None:
-        raise UserError(f"{model_path} carries no msdeploy metadata; export it with `msdeploy export onnx` first")
+    meta = runtime.load(model_path, providers=["CPUExecutionProvider"]).require_metadata()
     if meta.precision != "fp32":
         raise UserError(f"{model_path} is already {meta.precision}; convert the FP32 model instead")
     return meta
@@ -122,26 +120,16 @@ def convert_fp16(
     onnx.checker.check_model(model, full_check=True)
 
     fp16_meta = dataclasses.replace(meta, precision="fp16", parity={})
-    shapes = verification_shapes(meta.static_size)
-    with atomic_path(output) as tmp:
-        write_model(model, fp16_meta, tmp)
-        say("verifying against PyTorch (FP16 tolerance)")
-        parity = run_parity(tmp, reference_fn(net, features=len(meta.outputs) > 1), shapes, precision="fp16")
-        if not parity.passed:
-            raise VerificationError("the FP16 model is too far from PyTorch (nothing written):\n" + parity.summary())
-        parity.model = str(output)  # it ran on the temporary file; report the real one
-        fp16_meta.parity = parity.as_metadata()
-        write_model(model, fp16_meta, tmp)
-        size = tmp.stat().st_size
-        model_sha = sha256_file(tmp)
-    source = read_sidecar(model_path) or {}
-    write_json_atomic(
-        sidecar_path(output),
-        {
-            **dataclasses.asdict(fp16_meta),
-            "model_file": output.name,
-            "model_sha256": model_sha,
-            "derived_from": {"file": model_path.name, "sha256": source.get("model_sha256") or sha256_file(model_path)},
+    say("verifying against PyTorch (FP16 tolerance)")
+    source_sha = (read_sidecar(model_path) or {}).get("model_sha256") or sha256_file(model_path)
+    parity, size = write_verified_model(
+        model,
+        fp16_meta,
+        output,
+        reference_fn(net, features=len(meta.outputs) > 1),
+        verification_shapes(meta.static_size),
+        sidecar_extra=lambda: {
+            "derived_from": {"file": model_path.name, "sha256": source_sha},
             "fp32_ops": list(FP32_OPS),
         },
     )

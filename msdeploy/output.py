@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -32,3 +33,15 @@ def print_table(
 
 def millions(n: int) -> str:
     return f"{n / 1e6:.3f}M"
+
+
+@contextlib.contextmanager
+def progress_status(label: str) -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr; the yielded callback updates it and logs each step with a timestamp."""
+    with err_console.status(label) as status:
+
+        def report(message: str) -> None:
+            status.update(message)
+            err_console.log(message)
+
+        yield report

@@ -1,8 +1,8 @@
 """The metadata that travels with every model we write.
 
 Stored twice: as ONNX `metadata_props` (each field JSON-encoded under its own key, so the model file
-alone is self-describing) and as a JSON sidecar `<model>.json` that also holds the model's sha256
-(a file cannot contain its own hash). Readers here need neither torch nor onnx.
+alone is self-describing) and as a JSON sidecar `<model file>.json` (model.onnx -> model.onnx.json)
+that also holds the model's sha256 (a file cannot contain its own hash). Readers here need neither torch nor onnx.
 """
 
 from __future__ import annotations
@@ -65,14 +65,18 @@ class ModelMetadata:
     @classmethod
     def from_props(cls, props: Mapping[str, str], source: str = "model") -> ModelMetadata:
         if props.get("format") is None or not json.loads(props["format"]).startswith("msdeploy-model/"):
-            raise UserError(
-                f"{source} carries no msdeploy metadata, so it was not written by this tool; "
-                "export it with `msdeploy export onnx`"
-            )
+            raise not_ours(source)
         try:
             return cls.from_dict({k: json.loads(v) for k, v in props.items() if k in cls.__dataclass_fields__})
         except (TypeError, ValueError) as exc:
             raise UserError(f"{source} has unreadable msdeploy metadata: {exc}") from exc
+
+
+def not_ours(source: str) -> UserError:
+    return UserError(
+        f"{source} carries no msdeploy metadata, so it was not written by this tool; "
+        "export it with `msdeploy export onnx`"
+    )
 
 
 def sidecar_path(model_path: str | Path) -> Path:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.errors import UserError
-from runtime.metadata import ModelMetadata
+from runtime.metadata import ModelMetadata, not_ours
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,12 @@ class Runner(ABC):
     def __init__(self, path: str, metadata: ModelMetadata | None):
         self.path = path
         self.metadata = metadata
+
+    def require_metadata(self) -> ModelMetadata:
+        """The model's msdeploy metadata, or a UserError saying the file was not written by us."""
+        if self.metadata is None:
+            raise not_ours(self.path)
+        return self.metadata
 
     @property
     @abstractmethod

@@ -70,6 +70,7 @@ def test_metadata_and_sidecar(exported, fusion):
     from runtime.files import sha256_file
 
     assert sidecar["model_sha256"] == sha256_file(path) and sidecar["fusion"] == fusion
+    assert set(sidecar["export_seconds"]) == {"export", "simplify", "verify"}
     # one file, no external data, no per-node debug metadata
     assert sorted(p.name for p in path.parent.glob(f"{path.name}*")) == [path.name, path.name + ".json"]
     model = onnx.load(str(path))

@@ -1,18 +1,18 @@
-"""`msdeploy export onnx` and `msdeploy parity`."""
+"""`msdeploy export onnx`, `msdeploy parity` and `msdeploy quantize`."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 
-from msdeploy.output import console, err_console, print_table
+from msdeploy.output import console, print_table, progress_status
 
 
 def run_export_onnx(options) -> None:
     from export.onnx_export import export_onnx
 
-    with err_console.status("exporting") as status:
-        result = export_onnx(options, progress=lambda msg: (status.update(msg), err_console.log(msg)))
+    with progress_status("exporting") as progress:
+        result = export_onnx(options, progress=progress)
     show_parity(result.parity)
     took = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
     console.print(
@@ -57,10 +57,8 @@ def run_parity(model: str, sizes: Sequence[tuple[int, int]], batches: Sequence[i
 def run_quantize(model: str, precision: str, output, weights, force: bool) -> None:
     from export.precision import convert_fp16
 
-    with err_console.status("converting") as status:
-        result = convert_fp16(
-            model, output, weights=weights, force=force, progress=lambda msg: (status.update(msg), err_console.log(msg))
-        )
+    with progress_status("converting") as progress:
+        result = convert_fp16(model, output, weights=weights, force=force, progress=progress)
     show_parity(result.parity)
     console.print(
         f"[green]wrote[/] {result.path} ({result.size_bytes / 1e6:.1f} MB, {precision}); metadata in {result.sidecar}"
