@@ -139,7 +139,7 @@ def trace_to_onnx(
     about 64 pixels add guards) but raises if a size would become a constant. We call torch.export
     ourselves so that a failure is reported, instead of torch.onnx silently falling back to slower
     capture strategies. The onnxscript optimizer is skipped: onnxslim gives a faster graph in a
-    fraction of the time (measured: 9 s against about 50 s for pvt_v2_b0).
+    fraction of the optimizer's time (observed while developing, for pvt_v2_b0).
     """
     dynamic = torch.export.Dim.DYNAMIC
     dims = {0: dynamic, 2: dynamic, 3: dynamic} if dynamic_hw else {0: dynamic}
@@ -178,7 +178,7 @@ def strip_debug_metadata(model) -> None:
 
 def _simplify(model):
     """onnxslim, then merge identical initializers: slim folds Transpose(W) once per backbone call,
-    which left three copies of every transposed weight (a 31 MB model grew to 50 MB)."""
+    which left three copies of every transposed weight (the file grew by more than half)."""
     import onnx_ir
     import onnxslim
     from onnx_ir.passes.common import DeduplicateHashedInitializersPass
