@@ -74,3 +74,15 @@ def load_calibration_set(
     if not feeds:
         raise UserError(f"none of the {len(chosen)} chosen images in {folder} could be read")
     return CalibrationSet(feeds, used, skipped)
+
+
+def data_fingerprint(files: list[Path], root: str | Path) -> str:
+    """A hash of the chosen images' names (relative to `root`), sizes and modification times: enough to
+    tell a calibration cache that its data changed, without reading a single image."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root).as_posix()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -264,6 +265,7 @@ def write_verified_model(
     reference: Reference,
     shapes: Sequence[Sequence[int]],
     *,
+    inputs: Sequence[np.ndarray] = (),
     sidecar_extra: Callable[[], dict] = dict,
 ) -> tuple[ParityReport, int]:
     """Write `model` to `output` only if it matches `reference` at `shapes` (tolerance of
@@ -272,10 +274,11 @@ def write_verified_model(
     Returns the parity report and the file size."""
     with atomic_path(output) as tmp:
         write_model(model, metadata, tmp)
-        parity = run_parity(tmp, reference, shapes, precision=metadata.precision)
+        parity = run_parity(tmp, reference, shapes, precision=metadata.precision, inputs=inputs)
         if not parity.passed:
             raise VerificationError(
-                f"the {metadata.precision} model does not match PyTorch (nothing was written):\n" + parity.summary()
+                f"the {metadata.precision} model does not match its reference (nothing was written):\n"
+                + parity.summary()
             )
         parity.model = str(output)  # it ran on the temporary file; report the real one
         metadata.parity = parity.as_metadata()

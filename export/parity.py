@@ -99,15 +99,18 @@ def run_parity(
     precision: str = "fp32",
     seed: int = 1234,
     runner: runtime.Runner | None = None,
+    inputs: Sequence[np.ndarray] = (),
 ) -> ParityReport:
-    """Compare every output at every input shape. Inputs are seeded random images (normalised scale)."""
+    """Compare every output at every input shape. Inputs are seeded random images (normalised scale),
+    then `inputs` as given (real images: what calibrated INT8 models must be judged on)."""
     runner = runner or runtime.load(model_path)
     names = [o.name for o in runner.outputs]
     tolerance = TOLERANCES[precision]
     report = ParityReport(str(model_path), precision, tolerance, runner.backend)
     generator = torch.Generator().manual_seed(seed)
-    for shape in shapes:
-        x = torch.randn(*shape, generator=generator)
+    examples = [torch.randn(*shape, generator=generator) for shape in shapes]
+    for x in [*examples, *(torch.from_numpy(a) for a in inputs)]:
+        shape = tuple(x.shape)
         want = reference(x)
         if len(want) != len(names):
             raise UserError(f"{model_path} has outputs {names}, PyTorch gives {len(want)}: not the same network")

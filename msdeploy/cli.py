@@ -7,6 +7,8 @@ runtime commands work on a machine with only the runtime installed.
 from __future__ import annotations
 
 import logging
+import shlex
+import sys
 from pathlib import Path
 
 import click
@@ -25,11 +27,23 @@ class Group(click.Group):
     """Turns our errors into a one-line message (exit 2 for user errors, 1 for failed checks),
     never a traceback."""
 
+    invocation_args: list[str] = []
+
+    def main(self, args=None, *rest, **kwargs):
+        # remembered for the "command:" line of generated reports (CliRunner passes args, a shell sys.argv)
+        Group.invocation_args = list(sys.argv[1:] if args is None else args)
+        return super().main(args, *rest, **kwargs)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except MSDeployError as exc:
             raise ReportedError(exc) from None
+
+
+def invocation() -> str:
+    """The command line that is running, as a user would type it."""
+    return " ".join(["msdeploy", *(shlex.quote(a) for a in Group.invocation_args)])
 
 
 def _parse_floats(value: str) -> tuple[float, ...]:
@@ -201,19 +215,187 @@ def parity(model, sizes, batches, weights, as_json) -> None:
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option(
     "--precision",
-    type=click.Choice(["fp16"]),
+    type=click.Choice(["fp16", "int8"]),
     required=True,
-    help="Target precision, written into the graph (INT8 with calibration: not yet).",
+    help="Target precision, written into the graph (FP16 casts, or INT8 Q/DQ nodes from calibration).",
 )
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file [default: MODEL.PRECISION.onnx].")
-@click.option("--weights", type=click.Path(dir_okay=False), help="The checkpoint MODEL was exported from.")
+@click.option("--calib-data", type=click.Path(), help="INT8: folder of calibration images (any format, any size).")
+@click.option(
+    "--method",
+    type=click.Choice(["entropy", "max", "percentile"]),
+    default="entropy",
+    show_default=True,
+    help="INT8: how activation ranges are chosen from the calibration data.",
+)
+@click.option("--calib-count", type=int, default=64, show_default=True, help="INT8: images used (a seeded subset).")
+@click.option("--seed", type=int, default=0, show_default=True, help="INT8: seed of the calibration subset.")
+@click.option("--size", callback=_parse_hw, metavar="HxW", help="INT8: calibration input size [default: the model's].")
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="PATTERN",
+    help="INT8: node names (globs) left in FP32; repeat the option. See `msdeploy accuracy --sensitivity`.",
+)
+@click.option(
+    "--target",
+    type=click.Choice(["tensorrt", "cpu"]),
+    default="tensorrt",
+    show_default=True,
+    help="INT8 layout: TensorRT's (symmetric, Q/DQ on Conv/MatMul/Gemm inputs) or ONNX Runtime CPU's "
+    "fastest (uint8 activations).",
+)
+@click.option(
+    "--calib-cache",
+    type=click.Path(dir_okay=False),
+    help="INT8: calibration cache [default: MODEL.calib-METHOD.json]. Reused when it matches.",
+)
+@click.option("--recalibrate", is_flag=True, help="INT8: calibrate again and replace the cache.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Output file [default: MODEL.fp16.onnx, MODEL.int8.onnx, MODEL.int8-cpu.onnx].",
+)
+@click.option("--weights", type=click.Path(dir_okay=False), help="FP16: the checkpoint MODEL was exported from.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
-def quantize(model, precision, output, weights, force) -> None:
-    """Write a lower-precision ONNX model (FP32 inputs and outputs), checked against PyTorch before
-    it is written. TensorRT and ONNX Runtime run the precision the graph carries."""
-    from msdeploy.commands.export_cmds import run_quantize
+def quantize(
+    model,
+    precision,
+    calib_data,
+    method,
+    calib_count,
+    seed,
+    size,
+    exclude,
+    target,
+    calib_cache,
+    recalibrate,
+    output,
+    weights,
+    force,
+) -> None:
+    """Write a lower-precision ONNX model (FP32 inputs and outputs), checked before it is written:
+    FP16 against PyTorch, INT8 against the FP32 model on calibration images. TensorRT and ONNX
+    Runtime run the precision the graph carries."""
+    from msdeploy.commands.precision_cmds import run_quantize_fp16, run_quantize_int8
 
-    run_quantize(model, precision, output, weights, force)
+    if precision == "fp16":
+        run_quantize_fp16(model, output, weights, force)
+        return
+    from calibration.quantize import Int8Options
+
+    run_quantize_int8(
+        Int8Options(
+            model=Path(model),
+            calib_data=Path(calib_data) if calib_data else None,
+            method=method,
+            target=target,
+            calib_count=calib_count,
+            seed=seed,
+            size=size,
+            exclude=tuple(exclude),
+            output=Path(output) if output else None,
+            calib_cache=Path(calib_cache) if calib_cache else None,
+            recalibrate=recalibrate,
+            force=force,
+        )
+    )
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--data", required=True, type=click.Path(file_okay=False), help="Folder with images/ and masks/ (same file names)."
+)
+@click.option("--size", callback=_parse_hw, metavar="HxW", help="Input size [default: the model's].")
+@click.option("--count", type=int, help="Use the first N labelled images.")
+@click.option(
+    "--methods",
+    help="Also quantize the first model to INT8 with these calibration methods "
+    "(comma-separated, e.g. entropy,max,percentile) and compare them; needs --calib-data.",
+)
+@click.option("--calib-data", type=click.Path(file_okay=False), help="Calibration images for --methods.")
+@click.option(
+    "--target",
+    type=click.Choice(["tensorrt", "cpu"]),
+    default="tensorrt",
+    show_default=True,
+    help="INT8 layout for --methods.",
+)
+@click.option(
+    "--sensitivity",
+    type=int,
+    default=10,
+    show_default=True,
+    help="List the N quantized tensors with the lowest SQNR (0: skip).",
+)
+@click.option("--report", type=click.Path(dir_okay=False), help="Also write the tables as Markdown (and JSON beside).")
+@click.option("--force", is_flag=True, help="Overwrite an existing report.")
+def accuracy(models, data, size, count, methods, calib_data, target, sensitivity, report, force) -> None:
+    """FP32 vs FP16 vs INT8 on images with ground-truth masks: agreement with the FP32 model (max abs,
+    cosine, SQNR, mask IoU, probability MAE), S-measure / E-measure / weighted F / MAE against the
+    ground truth, the INT8 layers that cost most, and a comparison of calibration methods.
+    The first MODEL is the FP32 reference."""
+    from msdeploy.commands.precision_cmds import run_accuracy
+
+    method_list = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else ()
+    run_accuracy(
+        models, data, size, count, method_list, calib_data, target, sensitivity, report, force, command=invocation()
+    )
+
+
+@main.group()
+def data() -> None:
+    """Data sets: synthetic camouflage images with masks (for demos, tests and calibration)."""
+
+
+@data.command("synth")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--count", type=int, default=100, show_default=True)
+@click.option("--size", callback=_parse_hw, default="352", show_default=True, metavar="HxW")
+@click.option(
+    "--seed",
+    type=int,
+    default=10000,
+    show_default=True,
+    help="10000 is the demo checkpoint's held-out set; training used other seeds.",
+)
+@click.option("--force", is_flag=True, help="Write into a folder that is not empty.")
+def data_synth(folder, count, size, seed, force) -> None:
+    """Write FOLDER/images/NNNN.png and FOLDER/masks/NNNN.png: camouflaged objects whose texture
+    matches the background, soft edges, varied sizes and positions."""
+    from calibration.synthetic import write_dataset
+    from msdeploy.output import console
+
+    write_dataset(folder, count, size=size, seed=seed, force=force)
+    console.print(f"wrote {count} images and masks ({size[0]}x{size[1]}) to {folder}")
+
+
+@main.command("train-demo")
+@click.option("--fusion", type=click.Choice(FUSION_CHOICES), default="hierarchical", show_default=True)
+@click.option("--steps", type=int, default=600, show_default=True, help="Optimizer steps.")
+@click.option("--batch", type=int, default=8, show_default=True, help="Images per step.")
+@click.option("--lr", type=float, default=6e-4, show_default=True, help="Peak learning rate (AdamW, cosine decay).")
+@click.option(
+    "--init-from",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Start the shared parts (all but the fusion units) from another demo checkpoint.",
+)
+@click.option("--held-out", type=int, default=100, show_default=True, help="Held-out images scored at the end.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Output .safetensors [default: the packaged demo checkpoint, models/weights/].",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing checkpoint.")
+def train_demo_cmd(fusion, steps, batch, lr, init_from, held_out, seed, output, force) -> None:
+    """Train the small demo checkpoint (pvt_v2_b0) on synthetic camouflage images, on the CPU.
+    Writes FP16 weights and a training log with held-out metrics."""
+    from msdeploy.commands.model import run_train_demo
+
+    run_train_demo(fusion, steps, batch, lr, init_from, held_out, seed, output, force)
 
 
 if __name__ == "__main__":

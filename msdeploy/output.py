@@ -45,3 +45,32 @@ def progress_status(label: str) -> Iterator[Callable[[str], None]]:
             err_console.log(message)
 
         yield report
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, total: int) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr; the yielded callback sets (completed, optional status text)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        task = progress.add_task(label, total=total, status="")
+
+        def update(completed: int, status: str = "") -> None:
+            progress.update(task, completed=completed, status=status)
+
+        yield update

@@ -129,3 +129,23 @@ def collect_environment() -> Environment:
         packages={name: package_version(name) for name in PACKAGES},
         backends=_backends(gpus),
     )
+
+
+def stamp(command: str, env: Environment | None = None) -> str:
+    """The Markdown header of every generated result: how, when, where and with what it was made."""
+    import datetime
+
+    env = env or collect_environment()
+    versions = ", ".join(f"{k} {v}" for k, v in env.packages.items() if v)
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return "\n".join(
+        [
+            "Generated file; do not edit by hand.",
+            "",
+            f"- command: `{command}`",
+            f"- date: {now}",
+            f"- machine: {env.cpu}, {env.cpu_count} cores, GPUs: {', '.join(env.gpus) or 'none'}; "
+            f"Python {env.python}, {env.platform}",
+            f"- versions: {versions}",
+        ]
+    )

@@ -1,4 +1,4 @@
-"""`msdeploy export onnx`, `msdeploy parity` and `msdeploy quantize`."""
+"""`msdeploy export onnx` and `msdeploy parity`."""
 
 from __future__ import annotations
 
@@ -52,14 +52,3 @@ def run_parity(model: str, sizes: Sequence[tuple[int, int]], batches: Sequence[i
     report = check_model_parity(model, sizes, batches, weights)
     show_parity(report, as_json)
     return report.passed
-
-
-def run_quantize(model: str, precision: str, output, weights, force: bool) -> None:
-    from export.precision import convert_fp16
-
-    with progress_status("converting") as progress:
-        result = convert_fp16(model, output, weights=weights, force=force, progress=progress)
-    show_parity(result.parity)
-    console.print(
-        f"[green]wrote[/] {result.path} ({result.size_bytes / 1e6:.1f} MB, {precision}); metadata in {result.sidecar}"
-    )

@@ -83,3 +83,31 @@ def demo_export(backbone: str, fusion: str, output_dir: Path, force: bool) -> Pa
         return path
     run_export_onnx(ExportOptions(backbone=backbone, fusion=fusion, output=path, force=force))
     return path
+
+
+def run_train_demo(fusion, steps, batch, lr, init_from, held_out, seed, output, force) -> None:
+    from models.demo_training import TrainConfig, train_demo
+    from msdeploy.output import progress_bar
+
+    cfg = TrainConfig(fusion=fusion, steps=steps, batch=batch, lr=lr, init_from=init_from, held_out=held_out, seed=seed)
+    with progress_bar(f"training {cfg.backbone} {fusion}", steps) as update:
+        path, log = train_demo(cfg, output, force=force, progress=lambda i, n, loss: update(i, f"loss {loss:.4f}"))
+    console.print(f"wrote {path} and {path.with_suffix('.train.json')} ({log.seconds:.0f} s of training)")
+    print_table(
+        "Held-out synthetic images (stored FP16 weights)",
+        ["input size", "images", "S-measure", "mean E-measure", "weighted F", "MAE", "IoU@0.5"],
+        (
+            (
+                size,
+                s["images"],
+                f"{s['s_measure']:.4f}",
+                f"{s['e_measure']:.4f}",
+                f"{s['weighted_f']:.4f}",
+                f"{s['mae']:.4f}",
+                f"{s['iou']:.4f}",
+            )
+            for size, s in log.held_out.items()
+            if isinstance(s, dict)
+        ),
+        right=(1, 2, 3, 4, 5, 6),
+    )

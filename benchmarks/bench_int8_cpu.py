@@ -1,0 +1,146 @@
+"""ONNX Runtime CPU: INT8 (`--target cpu`) against FP32, interleaved in one run, with a profile.
+
+For each fusion mode: export pvt_v2_b2 (random init: speed does not depend on the weights), write
+synthetic calibration images, quantize with the CPU layout, time FP32 and INT8 in turn at 352,
+batch 1, and profile the INT8 model with ONNX Runtime's profiler (time per op type), so the table
+shows where the remaining time goes. Writes docs/results/int8-cpu-<backbone>.md/json.
+
+    python benchmarks/bench_int8_cpu.py [--fusions hierarchical,absi] [--work DIR] [--models-from DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from runtime.environment import stamp  # noqa: E402
+from runtime.files import write_bytes_atomic, write_json_atomic  # noqa: E402
+from runtime.timing import time_interleaved  # noqa: E402
+
+
+def ensure_models(backbone: str, fusion: str, work: Path, calib: Path, method: str) -> tuple[Path, Path]:
+    from calibration.quantize import Int8Options, quantize_int8
+    from export.onnx_export import ExportOptions, export_onnx
+
+    fp32 = work / f"{backbone}_{fusion}.onnx"
+    if not fp32.exists():
+        export_onnx(ExportOptions(backbone=backbone, fusion=fusion, output=fp32))
+    int8 = work / f"{backbone}_{fusion}.int8-cpu.onnx"
+    quantize_int8(Int8Options(model=fp32, calib_data=calib, method=method, target="cpu", output=int8, force=True))
+    return fp32, int8
+
+
+def profile_by_op(path: Path, x: np.ndarray, threads: int, runs: int = 3) -> dict[str, float]:
+    """Mean milliseconds per run spent in each op type (ONNX Runtime's node profiler)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        session.run(None, {name: x})  # warm-up, dropped below
+        session.end_profiling()
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        for _ in range(runs):
+            session.run(None, {name: x})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    per_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            op = e.get("args", {}).get("op_name", "?")
+            per_op[op] = per_op.get(op, 0.0) + e["dur"] / 1e3 / runs
+    return dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="pvt_v2_b2")
+    parser.add_argument("--fusions", default="hierarchical,absi")
+    parser.add_argument("--size", type=int, default=352)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=15)
+    parser.add_argument("--method", default="max")
+    parser.add_argument("--calib-count", type=int, default=16)
+    parser.add_argument("--work", type=Path, default=ROOT / ".bench-int8")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
+    args = parser.parse_args()
+    command = " ".join(["python", "benchmarks/bench_int8_cpu.py", *sys.argv[1:]])
+
+    import runtime
+    from calibration.synthetic import write_dataset
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    calib = args.work / "calib"
+    if not calib.exists():
+        write_dataset(calib, args.calib_count, size=(args.size, args.size), seed=1)
+    fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
+    models = {f: ensure_models(args.backbone, f, args.work, calib / "images", args.method) for f in fusions}
+
+    x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size), dtype=np.float32)
+    fns = {}
+    for fusion, (fp32, int8) in models.items():
+        for precision, path in (("fp32", fp32), ("int8-cpu", int8)):
+            runner = runtime.load(path, threads=args.threads, providers=["CPUExecutionProvider"])
+            fns[f"{fusion}/{precision}"] = lambda r=runner: r.infer(x)
+    print(f"timing {len(fns)} models interleaved ...", flush=True)
+    stats = {k: v.as_dict() for k, v in time_interleaved(fns, warmup=args.warmup, iterations=args.iters).items()}
+    profiles = {
+        f: {"fp32": profile_by_op(fp32, x, args.threads), "int8-cpu": profile_by_op(int8, x, args.threads)}
+        for f, (fp32, int8) in models.items()
+    }
+
+    lines = [
+        f"# ONNX Runtime CPU: INT8 against FP32 ({args.backbone})",
+        "",
+        stamp(command),
+        "",
+        f"Batch 1, {args.size}x{args.size}, {args.threads} threads, {args.iters} interleaved iterations after "
+        f"{args.warmup} warm-up; host wall clock per call, input already in memory. INT8: `--target cpu`, "
+        f"calibration `{args.method}` on {args.calib_count} synthetic images.",
+        "",
+        "| fusion | FP32 median ms | INT8 median ms | speed-up | FP32 p90 ms | INT8 p90 ms | target 1.5x |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for fusion in models:
+        a, b = stats[f"{fusion}/fp32"], stats[f"{fusion}/int8-cpu"]
+        speedup = a["median_ms"] / b["median_ms"]
+        lines.append(
+            f"| {fusion} | {a['median_ms']:.0f} | {b['median_ms']:.0f} | {speedup:.2f}x | "
+            f"{a['p90_ms']:.0f} | {b['p90_ms']:.0f} | {'PASS' if speedup >= 1.5 else 'FAIL'} |"
+        )
+    for fusion, prof in profiles.items():
+        ops = list(dict.fromkeys([*prof["int8-cpu"], *prof["fp32"]]))[:16]
+        total = {k: sum(v.values()) for k, v in prof.items()}
+        lines += [
+            "",
+            f"## Where the time goes: {fusion} (ms per run by op type, ONNX Runtime profiler)",
+            "",
+            "| op type | FP32 ms | FP32 share | INT8 ms | INT8 share |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for op in ops:
+            f, q = prof["fp32"].get(op, 0.0), prof["int8-cpu"].get(op, 0.0)
+            lines.append(f"| {op} | {f:.1f} | {f / total['fp32']:.0%} | {q:.1f} | {q / total['int8-cpu']:.0%} |")
+        lines.append(f"| total (kernels) | {total['fp32']:.0f} | | {total['int8-cpu']:.0f} | |")
+    md = "\n".join(lines) + "\n"
+    stem = args.output / f"int8-cpu-{args.backbone}"
+    write_bytes_atomic(stem.with_suffix(".md"), md.encode())
+    write_json_atomic(stem.with_suffix(".json"), {"command": command, "latency": stats, "profiles": profiles})
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

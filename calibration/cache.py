@@ -1,0 +1,92 @@
+"""Calibration cache: tensor ranges saved once, keyed by the model's hash and every setting that
+changes them, reused without touching the data, refused (never silently recomputed) when stale.
+
+Anchors' INT8 complaints are recalibration on every build and caches that silently go stale; the key
+below names exactly what a cache was made from, so a refusal can say what changed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from runtime.errors import UserError
+from runtime.files import write_json_atomic
+
+CACHE_FORMAT = "msdeploy-calibration/1"
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    method: str  # entropy | max | percentile
+    count: int | None  # images used (None: all)
+    seed: int
+    size: tuple[int, int]  # input H, W the images were resized to
+    percentile: float = 99.99
+    num_bins: int = 512
+    calibrated_ops: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    model_sha256: str
+    settings: CalibrationSettings
+    data_fingerprint: str  # names, sizes and modification times of the chosen images
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["settings"]["size"] = list(self.settings.size)
+        d["settings"]["calibrated_ops"] = list(self.settings.calibrated_ops)
+        return d
+
+
+def default_cache_path(model_path: str | Path, method: str) -> Path:
+    """Beside the FP32 model, one per method: every target (tensorrt, cpu) and every rerun shares it."""
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.name}.calib-{method}.json")
+
+
+def _differences(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(stored) | set(wanted)):
+        a, b = stored.get(key), wanted.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key} ({a!r} in the cache, {b!r} now)")
+    return out
+
+
+def load_cache(path: str | Path, key: CacheKey) -> dict[str, tuple[float, float]] | None:
+    """The cached ranges if `path` holds a cache for exactly `key`; None if there is no file;
+    UserError naming what differs if the cache was made for another model, data or settings."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != CACHE_FORMAT:
+            raise ValueError(f"format {data.get('format')!r}")
+        stored_key, ranges = data["key"], data["ranges"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path} is not a calibration cache of ours ({exc}); delete it or pass --recalibrate") from exc
+    differences = _differences(stored_key, key.as_dict())
+    if differences:
+        raise UserError(
+            f"calibration cache {path} is stale: it was made for a different "
+            + "; ".join(differences[:4])
+            + ". Pass --recalibrate to replace it, or --calib-cache NEW.json to keep it"
+        )
+    return {name: (float(lo), float(hi)) for name, (lo, hi) in ranges.items()}
+
+
+def save_cache(path: str | Path, key: CacheKey, ranges: dict[str, tuple[float, float]]) -> None:
+    write_json_atomic(
+        path,
+        {
+            "format": CACHE_FORMAT,
+            "key": key.as_dict(),
+            "ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in sorted(ranges.items())},
+        },
+    )

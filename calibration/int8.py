@@ -1,0 +1,300 @@
+"""Calibrated INT8: Q/DQ nodes written into the ONNX graph with onnxruntime.quantization.
+
+One calibration (tensor ranges from real images, cached) serves two layouts:
+
+- `tensorrt` (default): what TensorRT's explicit quantization wants. Symmetric INT8 activations and
+  weights (every zero-point 0), per-channel weight scales, Q/DQ only on the inputs of Conv, MatMul
+  and Gemm (where TensorRT fuses them), biases left in FP32, no quantized graph outputs.
+- `cpu`: what ONNX Runtime's CPU kernels run fastest (u8 x s8 integer GEMMs with VNNI): asymmetric
+  UINT8 activations, per-channel INT8 weights, and more op types quantized, so that fewer tensors
+  are converted back and forth between INT8 and FP32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import numpy as np
+
+from calibration.cache import CalibrationSettings
+from runtime.errors import UserError
+
+log = logging.getLogger("msdeploy")
+
+METHODS = ("entropy", "max", "percentile")
+TARGETS = ("tensorrt", "cpu")
+TENSORRT_OPS = ("Conv", "MatMul", "Gemm")
+# CPU: also run element-wise and data-movement ops on quantized tensors where ONNX Runtime has
+# QLinear kernels, so chains of quantized ops stay in INT8. Chosen by measurement (docs/precision.md).
+CPU_OPS = (*TENSORRT_OPS,)
+CALIBRATED_OPS = tuple(dict.fromkeys((*TENSORRT_OPS, *CPU_OPS)))  # one calibration covers both targets
+
+
+@dataclass(frozen=True)
+class TargetLayout:
+    op_types: tuple[str, ...]
+    activation: str  # "int8" (symmetric) or "uint8" (asymmetric)
+    unquantized_outputs: tuple[str, ...]  # op types whose outputs stay FP32
+    quantize_bias: bool
+
+    @property
+    def dq_only_into_quantized_ops(self) -> bool:
+        return set(self.op_types) <= set(self.unquantized_outputs)
+
+
+LAYOUTS = {
+    "tensorrt": TargetLayout(TENSORRT_OPS, "int8", unquantized_outputs=TENSORRT_OPS, quantize_bias=False),
+    # Conv outputs quantized: ONNX Runtime fuses DQ-Conv-Q into QLinearConv only then. MatMul outputs
+    # FP32: DQ-MatMul becomes MatMulIntegerToFloat, and the attention Softmax after it stays FP32
+    # (its QLinear kernel ran 6x slower than the FP32 one here).
+    "cpu": TargetLayout(CPU_OPS, "uint8", unquantized_outputs=("MatMul", "Gemm"), quantize_bias=True),
+}
+
+
+def _ort_method(method: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    if method not in METHODS:
+        raise UserError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+    return {
+        "entropy": CalibrationMethod.Entropy,
+        "max": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
+
+
+class _FeedReader:
+    """onnxruntime's CalibrationDataReader protocol over a list of feeds, reporting progress."""
+
+    def __init__(self, feeds: Sequence[dict[str, np.ndarray]], progress: Callable[[int, int], None] | None):
+        self._feeds = list(feeds)
+        self._next = 0
+        self._progress = progress
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= len(self._feeds):
+            return None
+        feed = self._feeds[self._next]
+        self._next += 1
+        if self._progress:
+            self._progress(self._next, len(self._feeds))
+        return feed
+
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+
+def calibrate(
+    model_path: str | Path,
+    feeds: Sequence[dict[str, np.ndarray]],
+    settings: CalibrationSettings,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, tuple[float, float]]:
+    """Run the FP32 model over `feeds` and return (low, high) per calibrated tensor."""
+    from onnxruntime.quantization import create_calibrator
+
+    extra = {"num_bins": settings.num_bins}
+    if settings.method == "percentile":
+        extra["percentile"] = settings.percentile
+    if settings.method == "entropy":
+        extra["num_quantized_bins"] = 128  # TensorRT's entropy calibrator: 128 bins per sign
+    with tempfile.TemporaryDirectory(prefix="msdeploy-calib-") as tmp:
+        calibrator = create_calibrator(
+            Path(model_path),
+            list(settings.calibrated_ops),
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=_ort_method(settings.method),
+            providers=["CPUExecutionProvider"],
+            extra_options=extra,
+        )
+        # onnxruntime's calibrators print their progress; ours is the progress bar
+        with contextlib.redirect_stdout(io.StringIO()):
+            calibrator.collect_data(_FeedReader(feeds, progress))
+            data = calibrator.compute_data()
+    ranges = {}
+    for name, tensor in data.data.items():
+        low, high = tensor.range_value
+        ranges[name] = (float(np.ravel(low)[0]), float(np.ravel(high)[0]))
+    return ranges
+
+
+def _private_weights(model, node_names: Sequence[str]) -> None:
+    """Give excluded nodes their own copy of weights they share with quantized nodes (the backbone
+    runs once per scale, so each weight has three readers): otherwise onnxruntime quantizes the
+    shared initializer and the excluded node reads rounded weights too."""
+    if not node_names:
+        return
+    inits = {i.name: i for i in model.graph.initializer}
+    readers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    chosen = set(node_names)
+    for node in model.graph.node:
+        if node.name not in chosen:
+            continue
+        for i, name in enumerate(node.input):
+            if name in inits and readers[name] > 1:
+                copy = model.graph.initializer.add()
+                copy.CopyFrom(inits[name])
+                copy.name = f"{name}__fp32_{node.name}"
+                node.input[i] = copy.name
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """onnxruntime.quantization logs routine notes (biases that are not initializers) as root warnings."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def select_excluded(node_names: Iterable[str], patterns: Sequence[str]) -> list[str]:
+    """Node names matching any of the glob patterns (e.g. 'head*', '/decoder/*'); a pattern that
+    matches nothing is an error, so a typo does not silently quantize a layer the user excluded."""
+    names = list(node_names)
+    chosen: list[str] = []
+    for pattern in patterns:
+        hits = [n for n in names if fnmatchcase(n, pattern)]
+        if not hits:
+            raise UserError(f"--exclude {pattern!r} matches no node of the model (node names look like {names[0]!r})")
+        chosen += [n for n in hits if n not in chosen]
+    return chosen
+
+
+def quantize_model(
+    model_path: str | Path,
+    ranges: dict[str, tuple[float, float]],
+    target: str = "tensorrt",
+    exclude: Sequence[str] = (),
+    method: str = "entropy",
+):
+    """The Q/DQ model (onnx.ModelProto) for `target` from calibrated `ranges`."""
+    import onnx
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+    if target not in LAYOUTS:
+        raise UserError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    layout = LAYOUTS[target]
+    model = load_model_with_shape_infer(Path(model_path))
+    excluded = select_excluded((n.name for n in model.graph.node), exclude)
+    _private_weights(model, excluded)
+    ranges_np = {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for k, (lo, hi) in ranges.items()}
+    activation = QuantType.QInt8 if layout.activation == "int8" else QuantType.QUInt8
+    extra = {
+        "ActivationSymmetric": layout.activation == "int8",
+        "WeightSymmetric": True,
+        "QuantizeBias": layout.quantize_bias,
+        "OpTypesToExcludeOutputQuantization": list(layout.unquantized_outputs),
+        # MatMul weights [K, N]: one scale per output column, as Conv has one per output channel
+        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+        # one Q/DQ pair per quantized consumer: Shape, Resize and the like keep reading the FP32 tensor
+        "DedicatedQDQPair": layout.dq_only_into_quantized_ops,
+    }
+    quantizer = QDQQuantizer(
+        model,
+        True,  # per-channel weights
+        False,  # reduce_range: not needed with VNNI, and TensorRT wants the full range
+        QuantType.QInt8,
+        activation,
+        TensorsData(_ort_method(method), ranges_np),
+        None,
+        excluded,
+        list(layout.op_types),
+        extra,
+    )
+    with _quiet_root_logger():
+        quantizer.quantize_model()
+    quantizer.model.topological_sort()
+    out = quantizer.model.model
+    if layout.dq_only_into_quantized_ops:
+        _only_quantized_ops_read_dq(out, layout.op_types)
+    onnx.checker.check_model(out)
+    return out
+
+
+def _only_quantized_ops_read_dq(model, op_types: Sequence[str]) -> None:
+    """onnxruntime rewires every reader of a quantized tensor to the DequantizeLinear output (Shape,
+    Resize, Transpose, residual Adds...). Point the readers that are not quantized ops back at the
+    FP32 tensor, so Q/DQ sits only where TensorRT fuses it and nothing else sees rounded values."""
+    q_source = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    dq_source = {
+        n.output[0]: q_source[n.input[0]]
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in q_source
+    }
+    for node in model.graph.node:
+        if node.op_type in op_types or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        node.input[:] = [dq_source.get(name, name) for name in node.input]
+    _drop_dead_nodes(model)
+
+
+def _drop_dead_nodes(model) -> None:
+    """Remove nodes none of whose outputs is read (Q/DQ pairs left without readers)."""
+    while True:
+        read = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}
+        dead = [n for n in model.graph.node if not any(o in read for o in n.output)]
+        if not dead:
+            return
+        for node in dead:
+            model.graph.node.remove(node)
+
+
+def tensorrt_qdq_problems(model) -> list[str]:
+    """What TensorRT's explicit quantization would reject or mis-fuse in a Q/DQ graph; [] when fine."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    outputs = {o.name for o in model.graph.output}
+    problems = []
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        if len(node.input) > 2 and node.input[2] in inits:
+            zp = numpy_helper.to_array(inits[node.input[2]])
+            if np.any(zp != 0):
+                problems.append(f"{node.name}: non-zero zero-point")
+            if zp.dtype != np.int8:
+                problems.append(f"{node.name}: zero-point type {zp.dtype}, TensorRT wants int8")
+        if node.op_type == "DequantizeLinear":
+            if node.output[0] in outputs:
+                problems.append(f"{node.name}: a quantized graph output")
+            for user in consumers.get(node.output[0], []):
+                if user.op_type not in TENSORRT_OPS:
+                    problems.append(f"{node.name}: feeds {user.op_type} {user.name}, not Conv/MatMul/Gemm")
+            if node.input[0] in inits and node.input[0] not in {p for p in producers}:
+                scale = numpy_helper.to_array(inits[node.input[1]])
+                weight = numpy_helper.to_array(inits[node.input[0]])
+                if weight.ndim >= 2 and scale.size == 1 and weight.shape[0] > 1:
+                    problems.append(f"{node.name}: per-tensor weight scale (per-channel wanted)")
+    return problems
+
+
+def quantized_node_count(model) -> dict[str, int]:
+    """Quantized compute nodes by type: those with a DequantizeLinear feeding an input."""
+    dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in dq_outputs for i in node.input):
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts

@@ -1,0 +1,172 @@
+"""`msdeploy quantize --precision int8`: calibration data -> cached ranges -> Q/DQ model -> verified write.
+
+The INT8 model is checked before it is written against the FP32 model (itself verified against
+PyTorch when it was exported) on real calibration images: INT8 error on random noise says nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from calibration.cache import CacheKey, CalibrationSettings, default_cache_path, load_cache, save_cache
+from calibration.data import choose_subset, data_fingerprint, list_images, load_calibration_set
+from calibration.int8 import CALIBRATED_OPS, LAYOUTS, METHODS, calibrate, quantize_model, tensorrt_qdq_problems
+from export.parity import ParityReport
+from runtime.errors import UserError, VerificationError
+from runtime.files import sha256_file
+from runtime.metadata import ModelMetadata, check_model_output, read_sidecar, sidecar_path
+
+log = logging.getLogger("msdeploy")
+
+VERIFY_IMAGES = 4  # calibration images the written model is checked on
+
+
+@dataclass
+class Int8Options:
+    model: Path
+    calib_data: Path | None
+    method: str = "entropy"
+    target: str = "tensorrt"
+    calib_count: int | None = 64
+    seed: int = 0
+    size: tuple[int, int] | None = None  # default: the model's default size
+    exclude: tuple[str, ...] = ()
+    output: Path | None = None
+    calib_cache: Path | None = None
+    recalibrate: bool = False
+    force: bool = False
+
+
+@dataclass
+class Int8Result:
+    path: Path
+    sidecar: Path
+    metadata: ModelMetadata
+    parity: ParityReport
+    size_bytes: int
+    cache: Path
+    cache_reused: bool
+    calibration_images: int
+    skipped: list[tuple[Path, str]]
+
+
+def default_int8_output(model_path: Path, target: str) -> Path:
+    stem = model_path.name[: -len(".onnx")] if model_path.name.endswith(".onnx") else model_path.stem
+    return model_path.with_name(f"{stem}.int8{'' if target == 'tensorrt' else '-' + target}.onnx")
+
+
+def fp32_source(model_path: Path) -> ModelMetadata:
+    import runtime
+
+    meta = runtime.load(model_path, providers=["CPUExecutionProvider"]).require_metadata()
+    if meta.precision != "fp32":
+        raise UserError(f"{model_path} is {meta.precision}; quantize the FP32 model instead")
+    return meta
+
+
+def _model_sha(model_path: Path) -> str:
+    return (read_sidecar(model_path) or {}).get("model_sha256") or sha256_file(model_path)
+
+
+def quantize_int8(
+    options: Int8Options,
+    progress: Callable[[str], None] | None = None,
+    calib_progress: Callable[[int, int], None] | None = None,
+) -> Int8Result:
+    import onnx
+
+    import runtime
+    from export.onnx_export import write_verified_model
+
+    say = progress or log.info
+    if options.method not in METHODS:
+        raise UserError(f"unknown calibration method {options.method!r}; choose one of {', '.join(METHODS)}")
+    if options.target not in LAYOUTS:
+        raise UserError(f"unknown target {options.target!r}; choose one of {', '.join(LAYOUTS)}")
+    model_path = Path(options.model)
+    meta = fp32_source(model_path)
+    output = check_model_output(options.output or default_int8_output(model_path, options.target), options.force)
+    if options.calib_data is None:
+        raise UserError("INT8 needs calibration images: pass --calib-data DIR (msdeploy data synth DIR makes some)")
+    size = tuple(meta.static_size or options.size or meta.default_size)
+
+    # The key is computed from a folder listing only: a valid cache is used without reading any image.
+    files = choose_subset(list_images(options.calib_data), options.calib_count, options.seed)
+    settings = CalibrationSettings(
+        method=options.method, count=options.calib_count, seed=options.seed, size=size, calibrated_ops=CALIBRATED_OPS
+    )
+    key = CacheKey(_model_sha(model_path), settings, data_fingerprint(files, options.calib_data))
+    cache = Path(options.calib_cache or default_cache_path(model_path, options.method))
+    ranges = None if options.recalibrate else load_cache(cache, key)
+    reused = ranges is not None
+    calib_set = None
+    if reused:
+        say(f"reusing calibration cache {cache} ({len(ranges)} tensors; no image read, no calibration run)")
+    else:
+        calib_set = load_calibration_set(
+            options.calib_data, meta, count=options.calib_count, seed=options.seed, size=size
+        )
+        say(f"calibrating ({options.method}) on {len(calib_set)} images at {size[0]}x{size[1]}")
+        ranges = calibrate(model_path, calib_set.feeds, settings, progress=calib_progress)
+        save_cache(cache, key, ranges)
+        say(f"saved calibration cache {cache}")
+
+    say(f"writing Q/DQ nodes for target {options.target}")
+    model = quantize_model(model_path, ranges, options.target, options.exclude, options.method)
+    if options.target == "tensorrt":
+        problems = tensorrt_qdq_problems(model)
+        if problems:
+            raise VerificationError("the Q/DQ graph is not TensorRT-ready: " + "; ".join(problems[:5]))
+    onnx.checker.check_model(model, full_check=True)
+
+    verify_feeds = (
+        calib_set.feeds
+        if calib_set
+        else load_calibration_set(options.calib_data, meta, count=VERIFY_IMAGES, seed=options.seed, size=size).feeds
+    )[:VERIFY_IMAGES]
+    reference = runtime.load(model_path, providers=["CPUExecutionProvider"])
+    int8_meta = dataclasses.replace(meta, precision="int8", parity={})
+    say(f"verifying against the FP32 model on {len(verify_feeds)} calibration images (INT8 tolerance)")
+    parity, size_bytes = write_verified_model(
+        model,
+        int8_meta,
+        output,
+        lambda x: list(reference.infer(x.numpy()).values()),
+        (),
+        inputs=[np.asarray(f[meta.input_name]) for f in verify_feeds],
+        sidecar_extra=lambda: {
+            "derived_from": {"file": model_path.name, "sha256": key.model_sha256},
+            "int8": {
+                "target": options.target,
+                "method": options.method,
+                "exclude": list(options.exclude),
+                "calibration": key.as_dict(),
+                "cache": cache.name,
+                "layout": dataclasses.asdict(LAYOUTS[options.target]),
+            },
+            "parity_reference": "the FP32 ONNX model in ONNX Runtime, on calibration images",
+        },
+    )
+    say(f"wrote {output} ({size_bytes / 1e6:.1f} MB)")
+    return Int8Result(
+        output,
+        sidecar_path(output),
+        int8_meta,
+        parity,
+        size_bytes,
+        cache,
+        reused,
+        len(files),
+        list(calib_set.skipped) if calib_set else [],
+    )
+
+
+def quantize_many(options: Int8Options, methods: Sequence[str]) -> list[Int8Result]:
+    """The same model quantized with several calibration methods (for the method comparison)."""
+    return [quantize_int8(dataclasses.replace(options, method=m)) for m in methods]

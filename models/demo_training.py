@@ -1,0 +1,220 @@
+"""Train the small demo checkpoints (pvt_v2_b0, one per fusion mode) on synthetic camouflage data.
+
+No pretrained weights are reachable from every machine, so the demo network learns from scratch on
+images from `calibration.synthetic`. The second fusion mode starts from the first one's backbone,
+refinement, decoder and head (only its fusion units are new), which needs fewer steps. Weights are
+stored in FP16 safetensors (small enough for git) beside a JSON training log with held-out metrics
+measured on the stored (FP16-rounded) weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from calibration.metrics import SegmentationMetrics, SegmentationScores, sigmoid
+from calibration.synthetic import DEFAULT_CONTRAST, make_sample
+from models.network import MultiScaleCODNet, build_model
+from models.scaling import DEFAULT_SCALES
+from runtime.errors import UserError
+from runtime.files import atomic_path, check_output_path, write_json_atomic
+from runtime.metadata import Normalization
+from runtime.preprocess import normalize
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEMO_BACKBONE = "pvt_v2_b0"
+HELD_OUT_SEED = 10_000  # training samples come from `seed`, held-out ones from this seed: never the same images
+HELD_OUT_SIZE = (192, 192)
+DEMO_CONTRAST = DEFAULT_CONTRAST
+
+
+def demo_checkpoint(fusion: str) -> Path:
+    """The committed demo checkpoint for a fusion mode; a clear error if it is missing."""
+    path = WEIGHTS_DIR / f"{DEMO_BACKBONE}_{fusion}.safetensors"
+    if not path.exists():
+        raise UserError(
+            f"no demo checkpoint for fusion {fusion!r} ({path}); run `msdeploy train-demo --fusion {fusion}`"
+        )
+    return path
+
+
+@dataclass
+class TrainConfig:
+    fusion: str = "hierarchical"
+    backbone: str = DEMO_BACKBONE
+    scales: tuple[float, ...] = DEFAULT_SCALES
+    steps: int = 600
+    batch: int = 8
+    sizes: tuple[int, ...] = (128, 160, 192)  # one drawn per step: the network sees several scales
+    lr: float = 6e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 30
+    contrast: float = DEMO_CONTRAST
+    seed: int = 0
+    held_out: int = 100
+    init_from: str | None = None  # a demo checkpoint to start from (another fusion's: all but its fusion units)
+    threads: int | None = None
+
+
+@dataclass
+class TrainLog:
+    config: dict
+    steps: list[dict] = field(default_factory=list)
+    held_out: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    machine: dict = field(default_factory=dict)
+
+
+def _batch(rng: np.random.Generator, count: int, size: int, contrast: float) -> tuple[torch.Tensor, torch.Tensor]:
+    norm = Normalization()
+    samples = [make_sample(rng, (size, size), contrast) for _ in range(count)]
+    x = np.stack([normalize(s.image, norm) for s in samples])
+    y = np.stack([(s.mask > 127).astype(np.float32)[None] for s in samples])
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def _mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE plus soft IoU: the usual pair for segmentation of one object."""
+    prob = logits.sigmoid()
+    inter = (prob * target).sum(dim=(2, 3))
+    union = (prob + target - prob * target).sum(dim=(2, 3))
+    return F.binary_cross_entropy_with_logits(logits, target) + (1 - (inter + 1) / (union + 1)).mean()
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def metadata_of(path: str | Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata() or {})
+
+
+def _init_shared(model: MultiScaleCODNet, source: str) -> list[str]:
+    """Start from a demo checkpoint: all of it when it has the same fusion (more training), else
+    everything but the fusion units. Returns the names copied."""
+    from safetensors.torch import load_file
+
+    state = load_file(source)
+    own = model.state_dict()
+    same_fusion = metadata_of(source).get("fusion") == model.fusion
+    shared = {
+        k: v for k, v in state.items() if k in own and own[k].shape == v.shape and (same_fusion or "_units." not in k)
+    }
+    model.load_state_dict(shared, strict=False)
+    return sorted(shared)
+
+
+@torch.no_grad()
+def evaluate(
+    model: MultiScaleCODNet, count: int, size: tuple[int, int] = HELD_OUT_SIZE, contrast: float = DEMO_CONTRAST
+) -> SegmentationScores:
+    """Scores on the held-out synthetic set (its own seed, so never a training image)."""
+    model.eval()
+    rng = np.random.default_rng(HELD_OUT_SEED)
+    metrics = SegmentationMetrics()
+    norm = Normalization()
+    for _ in range(count):
+        sample = make_sample(rng, size, contrast)
+        logits = model(torch.from_numpy(normalize(sample.image, norm))[None]).numpy()[0, 0]
+        metrics.add(sigmoid(logits), sample.mask)
+    return metrics.results()
+
+
+def save_fp16(model: MultiScaleCODNet, path: Path, info: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=info)
+
+
+def train_demo(
+    cfg: TrainConfig,
+    output: str | Path | None = None,
+    *,
+    force: bool = False,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> tuple[Path, TrainLog]:
+    """Train, store FP16 weights and `<name>.train.json`, score the stored weights on the held-out set."""
+    from runtime.environment import collect_environment
+
+    output = Path(output) if output else WEIGHTS_DIR / f"{cfg.backbone}_{cfg.fusion}.safetensors"
+    log_path = output.with_suffix(".train.json")
+    check_output_path(output, force=force)
+    check_output_path(log_path, force=force)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    model = build_model(cfg.backbone, cfg.fusion, cfg.scales, eval_mode=False)
+    log = TrainLog(config=asdict(cfg), machine=asdict(collect_environment()))
+    if cfg.init_from:
+        from runtime.files import sha256_file
+
+        source = Path(cfg.init_from)
+        previous = source.with_suffix(".train.json")
+        log.config["init_from"] = {
+            "file": source.name,
+            "sha256": sha256_file(source),
+            "tensors_copied": len(_init_shared(model, source)),
+            "its_training_log": json.loads(previous.read_text()) if previous.exists() else None,
+        }
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start = time.perf_counter()
+    running = None
+    for step in range(cfg.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        x, y = _batch(rng, cfg.batch, int(rng.choice(cfg.sizes)), cfg.contrast)
+        logits, scale_loss = model(x, y)
+        loss = _mask_loss(logits, y) + scale_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        value = loss.item()
+        running = value if running is None else 0.95 * running + 0.05 * value
+        if step % 10 == 0 or step == cfg.steps - 1:
+            log.steps.append(
+                {
+                    "step": step,
+                    "loss": round(value, 5),
+                    "smoothed": round(running, 5),
+                    "lr": round(_lr_at(step, cfg), 7),
+                    "seconds": round(time.perf_counter() - start, 1),
+                }
+            )
+        if progress:
+            progress(step + 1, cfg.steps, running)
+    log.seconds = round(time.perf_counter() - start, 1)
+
+    info = {
+        "backbone": cfg.backbone,
+        "fusion": cfg.fusion,
+        "scales": json.dumps(list(cfg.scales)),
+        "trained_by": "msdeploy train-demo",
+        "dtype": "float16",
+    }
+    save_fp16(model, output, info)
+    stored = build_model(cfg.backbone, cfg.fusion, cfg.scales, weights=output)  # score what was written
+    for size in (HELD_OUT_SIZE, (352, 352)):
+        scores = evaluate(stored, cfg.held_out, size, cfg.contrast)
+        log.held_out[f"{size[0]}x{size[1]}"] = scores.as_dict()
+    log.held_out["seed"] = HELD_OUT_SEED
+    write_json_atomic(log_path, asdict(log))
+    return output, log

@@ -1,0 +1,224 @@
+"""Calibrated INT8 in the graph: TensorRT-ready Q/DQ, the CPU layout, the calibration cache, accuracy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import runtime
+from calibration.int8 import TENSORRT_OPS, quantized_node_count, tensorrt_qdq_problems
+from calibration.quantize import Int8Options, quantize_int8
+from calibration.synthetic import write_dataset
+from runtime.errors import UserError
+
+SIZE = (96, 96)
+
+
+@pytest.fixture(scope="module")
+def workspace(exported, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("int8")
+    source = folder / "hier.onnx"
+    for suffix in ("", ".json"):
+        shutil.copy(str(exported["hierarchical"]) + suffix, str(source) + suffix)
+    data = write_dataset(folder / "data", 6, size=SIZE, seed=3)
+    return source, data
+
+
+def options(workspace, **kw) -> Int8Options:
+    source, data = workspace
+    base = dict(model=source, calib_data=data / "images", method="max", calib_count=4, size=SIZE)
+    return Int8Options(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def tensorrt_int8(workspace):
+    return quantize_int8(options(workspace))
+
+
+def test_tensorrt_qdq_graph_properties(tensorrt_int8):
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(tensorrt_int8.path))
+    assert tensorrt_qdq_problems(model) == []
+    counts = quantized_node_count(model)
+    assert counts.get("Conv", 0) > 50 and counts.get("MatMul", 0) > 50 and set(counts) <= set(TENSORRT_OPS)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    consumers = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq
+    for node in qdq:  # symmetric: every zero-point is an int8 zero
+        zp = inits[node.input[2]]
+        assert zp.dtype == np.int8 and not zp.any(), node.name
+    dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    for node in model.graph.node:
+        if node.op_type == "Conv" and node.input[1] not in inits:  # weight comes through a DequantizeLinear
+            dq = next(n for n in model.graph.node if n.output[0] == node.input[1])
+            weight, scale = inits[dq.input[0]], inits[dq.input[1]]
+            assert weight.dtype == np.int8 and scale.shape == (weight.shape[0],)  # per output channel
+        if len(node.input) > 2 and node.op_type == "Conv":
+            assert node.input[2] not in dq_outputs  # the bias stays FP32
+    assert not dq_outputs & {o.name for o in model.graph.output}  # no quantized graph output
+    for name in dq_outputs:
+        assert {c.op_type for c in consumers[name]} <= set(TENSORRT_OPS)
+    runner = runtime.load(tensorrt_int8.path)
+    assert runner.require_metadata().precision == "int8"
+    assert all(t.dtype == np.float32 for t in runner.inputs + runner.outputs)
+
+
+def test_int8_model_runs_and_was_checked_on_real_images(tensorrt_int8):
+    sidecar = json.loads(tensorrt_int8.sidecar.read_text())
+    assert sidecar["precision"] == "int8" and sidecar["int8"]["target"] == "tensorrt"
+    assert tensorrt_int8.parity.passed and all(r.shape == (1, 3, *SIZE) for r in tensorrt_int8.parity.rows)
+    out = runtime.load(tensorrt_int8.path).infer(np.zeros((2, 3, 64, 80), np.float32))
+    assert out["mask_logits"].shape == (2, 1, 64, 80) and np.isfinite(out["mask_logits"]).all()
+
+
+def test_cpu_target_uses_uint8_activations(workspace, monkeypatch):
+    import onnx
+    from onnx import numpy_helper
+
+    import calibration.quantize as quantize_module
+
+    # the cache written by the tensorrt run serves the cpu layout: no second calibration
+    monkeypatch.setattr(quantize_module, "calibrate", lambda *a, **k: pytest.fail("calibrated twice"))
+    result = quantize_int8(options(workspace, target="cpu"))
+    assert result.cache_reused and result.path.name == "hier.int8-cpu.onnx"
+    model = onnx.load(str(result.path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    activation_zps = [
+        inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits
+    ]
+    assert activation_zps and all(zp.dtype == np.uint8 for zp in activation_zps)
+    assert runtime.load(result.path).infer(np.zeros((1, 3, *SIZE), np.float32))["mask_logits"].shape == (1, 1, *SIZE)
+
+
+def test_cache_is_reused_then_refused_when_stale(workspace, tensorrt_int8, tmp_path, monkeypatch):
+    import calibration.quantize as quantize_module
+
+    calls = []
+    real = quantize_module.calibrate
+    monkeypatch.setattr(quantize_module, "calibrate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = quantize_int8(options(workspace, output=tmp_path / "again.onnx"))
+    assert again.cache_reused and calls == [] and again.cache == tensorrt_int8.cache
+    with pytest.raises(UserError, match=r"stale.*seed \(0 in the cache, 1 now\).*--recalibrate"):
+        quantize_int8(options(workspace, seed=1, output=tmp_path / "seed1.onnx"))
+    # the model changed (re-exported): the model hash no longer matches
+    cache = json.loads(tensorrt_int8.cache.read_text())
+    cache["key"]["model_sha256"] = "0" * 64
+    stale = tmp_path / "stale.json"
+    stale.write_text(json.dumps(cache))
+    with pytest.raises(UserError, match="stale.*model_sha256"):
+        quantize_int8(options(workspace, calib_cache=stale, output=tmp_path / "x.onnx"))
+    redone = quantize_int8(options(workspace, calib_cache=stale, recalibrate=True, output=tmp_path / "y.onnx"))
+    assert not redone.cache_reused and calls == [1]
+    assert json.loads(stale.read_text())["key"]["model_sha256"] != "0" * 64
+
+
+def test_exclude_keeps_nodes_in_fp32(workspace, tmp_path):
+    import onnx
+
+    first_conv = next(n.name for n in onnx.load(str(workspace[0])).graph.node if n.op_type == "Conv")
+    result = quantize_int8(options(workspace, exclude=(first_conv,), output=tmp_path / "ex.onnx"))
+    model = onnx.load(str(result.path))
+    dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    node = next(n for n in model.graph.node if n.name == first_conv)
+    assert not set(node.input) & dq_outputs
+    with pytest.raises(UserError, match="matches no node"):
+        quantize_int8(options(workspace, exclude=("no_such_node*",), output=tmp_path / "ex2.onnx"))
+
+
+@pytest.mark.parametrize(
+    "setup, fragment",
+    [
+        (lambda d: d.mkdir(), "no images"),
+        (lambda d: None, "does not exist"),
+        (lambda d: (d.mkdir(), (d / "a.png").write_bytes(b"not a png")), "could be read"),
+    ],
+)
+def test_calibration_on_empty_or_broken_folders_fails_clearly(workspace, tmp_path, setup, fragment):
+    folder = tmp_path / "calib"
+    setup(folder)
+    with pytest.raises(UserError, match=fragment):
+        quantize_int8(options(workspace, calib_data=folder, output=tmp_path / "z.onnx", recalibrate=True))
+    assert not (tmp_path / "z.onnx").exists()
+
+
+def test_accuracy_report(workspace, tensorrt_int8):
+    from calibration.accuracy import evaluate_models, quantization_sensitivity
+    from calibration.data import load_calibration_set
+
+    source, data = workspace
+    report = evaluate_models([source, tensorrt_int8.path], data, size=SIZE)
+    fp32, int8 = report.variants
+    assert report.images == 6 and fp32.name == "fp32" and int8.name == "int8 (max, tensorrt)"
+    assert fp32.max_abs == 0 and fp32.sqnr_db_mean == float("inf") and fp32.mask_iou_mean == 1
+    assert int8.max_abs > 0 and np.isfinite(int8.sqnr_db_mean) and 0 <= int8.mask_iou_min <= 1
+    for v in report.variants:
+        assert set(v.ground_truth) >= {"s_measure", "e_measure", "weighted_f", "mae", "iou"}
+    feeds = load_calibration_set(data / "images", runtime.load(source).require_metadata(), count=2, size=SIZE).feeds
+    rows = quantization_sensitivity(source, tensorrt_int8.path, feeds, top=5)
+    assert len(rows) == 5 and [r["sqnr_db"] for r in rows] == sorted(r["sqnr_db"] for r in rows)
+    assert all(r["read_by"] for r in rows)
+    with pytest.raises(UserError, match="first model must be the FP32"):
+        evaluate_models([tensorrt_int8.path], data)
+
+
+def test_quantize_and_accuracy_commands(workspace, tensorrt_int8, tmp_path):
+    from click.testing import CliRunner
+
+    from msdeploy.cli import main
+
+    source, data = workspace
+    cli = CliRunner()
+    out = tmp_path / "cli.int8.onnx"
+    args = [
+        "quantize",
+        str(source),
+        "--precision",
+        "int8",
+        "--calib-data",
+        str(data / "images"),
+        "--method",
+        "max",
+        "--calib-count",
+        "4",
+        "--size",
+        "96",
+        "-o",
+        str(out),
+    ]
+    result = cli.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "reused (no calibration run)" in result.output and out.exists()
+    assert cli.invoke(main, args).exit_code == 2  # exists: refused without --force
+    report = tmp_path / "acc.md"
+    result = cli.invoke(
+        main,
+        [
+            "accuracy",
+            str(source),
+            str(out),
+            "--data",
+            str(data),
+            "--size",
+            "96",
+            "--sensitivity",
+            "3",
+            "--report",
+            str(report),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    for title in ("Agreement with the FP32 model", "Against ground truth", "INT8 sensitivity"):
+        assert title in result.output and title in report.read_text()
+    assert "- command: `msdeploy accuracy" in report.read_text()
+    assert json.loads(report.with_suffix(".json").read_text())["images"] == 6
+    missing = cli.invoke(main, ["quantize", str(source), "--precision", "int8", "-o", str(tmp_path / "n.onnx")])
+    assert missing.exit_code == 2 and "--calib-data" in missing.output and "Traceback" not in missing.output
