@@ -55,6 +55,7 @@ class ParityReport:
             "precision": self.precision,
             "backend": self.backend,
             "atol": self.tolerance.atol,
+            "rtol": self.tolerance.rtol,
             "shapes": sorted({str(list(r.shape)) for r in self.rows}),
             "max_abs": self.worst(),
             "min_cosine": min((r.agreement.cosine for r in self.rows), default=None),
@@ -65,7 +66,11 @@ class ParityReport:
             "model": self.model,
             "precision": self.precision,
             "backend": self.backend,
-            "tolerance": {"atol": self.tolerance.atol, "min_cosine": self.tolerance.min_cosine},
+            "tolerance": {
+                "atol": self.tolerance.atol,
+                "rtol": self.tolerance.rtol,
+                "min_cosine": self.tolerance.min_cosine,
+            },
             "passed": self.passed,
             "rows": [{"output": r.output, "input_shape": list(r.shape), **r.agreement.as_dict()} for r in self.rows],
         }

@@ -116,13 +116,15 @@ def params(backbone: str, scales: tuple[float, ...], as_json: bool) -> None:
     help="Where the demo writes its models (reused on the next run).",
 )
 @click.option("--force", is_flag=True, help="Export again even if the demo folder holds the models.")
-def demo(backbone: str, fusions: str, sizes: tuple[int, ...], output_dir: Path, force: bool) -> None:
+@click.option("--random-init", is_flag=True, help="Random weights instead of the packaged demo checkpoint.")
+def demo(backbone: str, fusions: str, sizes: tuple[int, ...], output_dir: Path, force: bool, random_init: bool) -> None:
     """The main job on the embedded default (CPU, ONNX Runtime): build the network, show its
-    parameters and output shapes, export both fusion modes to ONNX and check them against PyTorch."""
+    parameters and output shapes, export both fusion modes to ONNX (with the packaged demo checkpoint,
+    trained on synthetic camouflage images) and check them against PyTorch."""
     from msdeploy.commands.model import run_demo
 
     names = tuple(f.strip() for f in fusions.split(",") if f.strip())
-    if not run_demo(backbone, names, sizes, output_dir, force):
+    if not run_demo(backbone, names, sizes, output_dir, force, random_init):
         raise SystemExit(1)
 
 

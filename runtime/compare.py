@@ -9,17 +9,29 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Tolerance:
-    """PASS needs max abs error <= atol and cosine similarity >= min_cosine."""
+    """PASS needs max abs error <= atol + rtol * max |reference| and cosine similarity >= min_cosine.
+
+    The relative part matters for trained networks: their logits reach tens, and FP32 reordering
+    errors grow with the magnitude (random-init logits stay near 0, where atol alone is right)."""
 
     atol: float
     min_cosine: float
+    rtol: float = 0.0
+
+    def limit(self, reference: np.ndarray) -> float:
+        return self.atol + self.rtol * float(np.abs(reference).max(initial=0.0))
+
+    def describe(self) -> str:
+        rel = f" + {self.rtol:g} * max|ref|" if self.rtol else ""
+        return f"max abs <= {self.atol:g}{rel} and cosine >= {self.min_cosine}"
 
 
 # FP32: a correct export measures 2e-6..1.3e-5 (deployment-facts.md), so 1e-4 leaves room to spare.
 TOLERANCES = {
-    "fp32": Tolerance(atol=1e-4, min_cosine=0.99999),
-    "fp16": Tolerance(atol=5e-2, min_cosine=0.999),
-    "int8": Tolerance(atol=1.0, min_cosine=0.98),
+    "fp32": Tolerance(atol=1e-4, min_cosine=0.99999, rtol=1e-5),
+    "fp16": Tolerance(atol=5e-2, min_cosine=0.999, rtol=1e-2),
+    # INT8: a gate against broken quantization; `msdeploy accuracy` judges the quality
+    "int8": Tolerance(atol=1.0, min_cosine=0.98, rtol=0.2),
 }
 
 
@@ -59,5 +71,5 @@ def compare(got: np.ndarray, want: np.ndarray, tolerance: Tolerance) -> Agreemen
     floor = max(float(np.abs(want64).max(initial=0.0)) * 1e-3, 1e-12)
     max_rel = float((diff / np.maximum(np.abs(want64), floor)).max(initial=0.0))
     cos = cosine_similarity(got64, want64)
-    passed = max_abs <= tolerance.atol and cos >= tolerance.min_cosine
+    passed = max_abs <= tolerance.limit(want64) and cos >= tolerance.min_cosine
     return Agreement(max_abs, max_rel, float(diff.mean()) if diff.size else 0.0, cos, max_abs, passed)

@@ -64,7 +64,7 @@ def test_demo_reuses_its_exports(run, exported, tmp_path):
 
     for suffix in ("", ".json"):
         shutil.copy(str(exported["absi"]) + suffix, tmp_path / f"pvt_v2_b0_absi.onnx{suffix}")
-    result = run("demo", "--sizes", "64,96", "--fusion", "absi", "--output-dir", str(tmp_path))
+    result = run("demo", "--sizes", "64,96", "--fusion", "absi", "--output-dir", str(tmp_path), "--random-init")
     assert result.exit_code == 0, result.output
     assert "(1,32,16,16)" in result.output and "(1,1,96,96)" in result.output
     assert "reusing" in result.output and "Parity" in result.output

@@ -42,7 +42,7 @@ def show_parity(report, as_json: bool = False) -> None:
             for r in report.rows
         ),
         right=(2, 3, 4, 5, 6),
-        caption=f"PASS: max abs <= {tol.atol:g} and cosine >= {tol.min_cosine} ({report.precision} tolerance)",
+        caption=f"PASS: {tol.describe()} ({report.precision} tolerance)",
     )
 
 

@@ -44,7 +44,14 @@ def _shape(shape: tuple) -> str:
     return "(" + ",".join(map(str, shape)) + ")"
 
 
-def run_demo(backbone: str, fusions: Sequence[str], sizes: Sequence[int], output_dir: Path, force: bool) -> bool:
+def run_demo(
+    backbone: str,
+    fusions: Sequence[str],
+    sizes: Sequence[int],
+    output_dir: Path,
+    force: bool,
+    random_init: bool = False,
+) -> bool:
     """Parameters, shapes, then export each fusion mode and check it against PyTorch."""
     from models.scaling import DEFAULT_SCALES, scaled_size
 
@@ -66,22 +73,40 @@ def run_demo(backbone: str, fusions: Sequence[str], sizes: Sequence[int], output
         )
     passed = True
     for fusion in fusions:
-        path = demo_export(backbone, fusion, output_dir, force)
-        passed &= run_parity(str(path), [(n, n) for n in sizes], (1, 2), None, as_json=False)
+        weights = None if random_init else demo_weights(backbone, fusion)
+        path = demo_export(backbone, fusion, output_dir, force, weights)
+        passed &= run_parity(str(path), [(n, n) for n in sizes], (1, 2), weights, as_json=False)
     return passed
 
 
-def demo_export(backbone: str, fusion: str, output_dir: Path, force: bool) -> Path:
+def demo_weights(backbone: str, fusion: str):
+    """The packaged demo checkpoint (trained masks) where one exists for this backbone and fusion."""
+    from models.demo_training import DEMO_BACKBONE, WEIGHTS_DIR
+
+    path = WEIGHTS_DIR / f"{backbone}_{fusion}.safetensors"
+    return str(path) if backbone == DEMO_BACKBONE and path.exists() else None
+
+
+def demo_export(backbone: str, fusion: str, output_dir: Path, force: bool, weights: str | None = None) -> Path:
     """Export into the demo folder, or reuse the export already there (re-running the demo is quick)."""
     from export.onnx_export import ExportOptions
+    from runtime.files import sha256_file
     from runtime.metadata import read_sidecar
 
     path = output_dir / f"{backbone}_{fusion}.onnx"
     sidecar = read_sidecar(path) if path.exists() else None
-    if sidecar and not force and (sidecar.get("backbone"), sidecar.get("fusion")) == (backbone, fusion):
+    wanted = (backbone, fusion, sha256_file(weights) if weights else None)
+    if (
+        sidecar
+        and not force
+        and (sidecar.get("backbone"), sidecar.get("fusion"), sidecar.get("weights", {}).get("file_sha256")) == wanted
+    ):
         console.print(f"reusing {path} (pass --force to export again)")
         return path
-    run_export_onnx(ExportOptions(backbone=backbone, fusion=fusion, output=path, force=force))
+    # a stale export (other weights) is replaced: the demo folder is ours
+    run_export_onnx(
+        ExportOptions(backbone=backbone, fusion=fusion, weights=weights, output=path, force=force or path.exists())
+    )
     return path
 
 
