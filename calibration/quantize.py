@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,11 +16,19 @@ import numpy as np
 
 from calibration.cache import CacheKey, CalibrationSettings, default_cache_path, load_cache, save_cache
 from calibration.data import choose_subset, data_fingerprint, list_images, load_calibration_set
-from calibration.int8 import CALIBRATED_OPS, LAYOUTS, METHODS, calibrate, quantize_model, tensorrt_qdq_problems
+from calibration.int8 import (
+    CALIBRATED_OPS,
+    LAYOUTS,
+    METHODS,
+    calibrate,
+    quantize_model,
+    quantized_node_count,
+    tensorrt_qdq_problems,
+)
 from export.parity import ParityReport
+from export.precision import default_output, fp32_source, model_sha256
 from runtime.errors import UserError, VerificationError
-from runtime.files import sha256_file
-from runtime.metadata import ModelMetadata, check_model_output, read_sidecar, sidecar_path
+from runtime.metadata import ModelMetadata, check_model_output, sidecar_path
 
 log = logging.getLogger("msdeploy")
 
@@ -54,24 +62,11 @@ class Int8Result:
     cache_reused: bool
     calibration_images: int
     skipped: list[tuple[Path, str]]
+    quantized_nodes: dict[str, int]  # compute nodes by op type that read a DequantizeLinear
 
 
 def default_int8_output(model_path: Path, target: str) -> Path:
-    stem = model_path.name[: -len(".onnx")] if model_path.name.endswith(".onnx") else model_path.stem
-    return model_path.with_name(f"{stem}.int8{'' if target == 'tensorrt' else '-' + target}.onnx")
-
-
-def fp32_source(model_path: Path) -> ModelMetadata:
-    import runtime
-
-    meta = runtime.load(model_path, providers=["CPUExecutionProvider"]).require_metadata()
-    if meta.precision != "fp32":
-        raise UserError(f"{model_path} is {meta.precision}; quantize the FP32 model instead")
-    return meta
-
-
-def _model_sha(model_path: Path) -> str:
-    return (read_sidecar(model_path) or {}).get("model_sha256") or sha256_file(model_path)
+    return default_output(model_path, "int8" if target == "tensorrt" else f"int8-{target}")
 
 
 def quantize_int8(
@@ -101,7 +96,7 @@ def quantize_int8(
     settings = CalibrationSettings(
         method=options.method, count=options.calib_count, seed=options.seed, size=size, calibrated_ops=CALIBRATED_OPS
     )
-    key = CacheKey(_model_sha(model_path), settings, data_fingerprint(files, options.calib_data))
+    key = CacheKey(model_sha256(model_path), settings, data_fingerprint(files, options.calib_data))
     cache = Path(options.calib_cache or default_cache_path(model_path, options.method))
     ranges = None if options.recalibrate else load_cache(cache, key)
     reused = ranges is not None
@@ -124,6 +119,9 @@ def quantize_int8(
         if problems:
             raise VerificationError("the Q/DQ graph is not TensorRT-ready: " + "; ".join(problems[:5]))
     onnx.checker.check_model(model, full_check=True)
+    quantized_nodes = quantized_node_count(model)
+    if not quantized_nodes:
+        raise UserError("no node was quantized (nothing was written); check --exclude")
 
     verify_feeds = (
         calib_set.feeds
@@ -164,9 +162,5 @@ def quantize_int8(
         reused,
         len(files),
         list(calib_set.skipped) if calib_set else [],
+        quantized_nodes,
     )
-
-
-def quantize_many(options: Int8Options, methods: Sequence[str]) -> list[Int8Result]:
-    """The same model quantized with several calibration methods (for the method comparison)."""
-    return [quantize_int8(dataclasses.replace(options, method=m)) for m in methods]

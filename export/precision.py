@@ -53,17 +53,24 @@ class PrecisionResult:
 
 
 def default_output(model_path: Path, precision: str) -> Path:
+    """model.onnx -> model.<precision>.onnx (precision may carry a variant: 'int8-cpu')."""
     stem = model_path.name[: -len(".onnx")] if model_path.name.endswith(".onnx") else model_path.stem
     return model_path.with_name(f"{stem}.{precision}.onnx")
 
 
-def _source_metadata(model_path: Path) -> ModelMetadata:
+def fp32_source(model_path: Path) -> ModelMetadata:
+    """The metadata of an FP32 model of ours: the only valid input of a precision conversion."""
     import runtime
 
     meta = runtime.load(model_path, providers=["CPUExecutionProvider"]).require_metadata()
     if meta.precision != "fp32":
         raise UserError(f"{model_path} is already {meta.precision}; convert the FP32 model instead")
     return meta
+
+
+def model_sha256(model_path: Path) -> str:
+    """A model file's sha256, from its sidecar when it has one (no need to hash 170 MB again)."""
+    return (read_sidecar(model_path) or {}).get("model_sha256") or sha256_file(model_path)
 
 
 def _detach_consumed_outputs(model) -> None:
@@ -105,7 +112,7 @@ def convert_fp16(
 
     say = progress or log.info
     model_path = Path(model_path)
-    meta = _source_metadata(model_path)
+    meta = fp32_source(model_path)
     output = check_model_output(output or default_output(model_path, "fp16"), force)
     net = rebuild_reference(meta, weights)  # before the slow part: wrong weights fail fast
 
@@ -121,7 +128,7 @@ def convert_fp16(
 
     fp16_meta = dataclasses.replace(meta, precision="fp16", parity={})
     say("verifying against PyTorch (FP16 tolerance)")
-    source_sha = (read_sidecar(model_path) or {}).get("model_sha256") or sha256_file(model_path)
+    source_sha = model_sha256(model_path)
     parity, size = write_verified_model(
         model,
         fp16_meta,

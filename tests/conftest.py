@@ -43,6 +43,15 @@ def randomize_bn(module) -> None:
             m.bias.data.uniform_(-0.2, 0.2)
 
 
+def copy_model(source: Path, target: Path) -> Path:
+    """A model file and its `.json` sidecar, copied together (tests that write beside a model)."""
+    import shutil
+
+    for suffix in ("", ".json"):
+        shutil.copy(str(source) + suffix, str(target) + suffix)
+    return target
+
+
 EXPORTED_FUSIONS = ("hierarchical", "absi")
 
 

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from msdeploy.cli import main
+from tests.conftest import copy_model
 
 
 @pytest.fixture
@@ -60,10 +61,7 @@ def test_params_guide_claims_shown_for_b2(run):
 def test_demo_reuses_its_exports(run, exported, tmp_path):
     """The demo's export step is the same code as `msdeploy export onnx` (tested there); here the
     demo folder already holds the session's export, which the demo must reuse and check."""
-    import shutil
-
-    for suffix in ("", ".json"):
-        shutil.copy(str(exported["absi"]) + suffix, tmp_path / f"pvt_v2_b0_absi.onnx{suffix}")
+    copy_model(exported["absi"], tmp_path / "pvt_v2_b0_absi.onnx")
     result = run("demo", "--sizes", "64,96", "--fusion", "absi", "--output-dir", str(tmp_path), "--random-init")
     assert result.exit_code == 0, result.output
     assert "(1,32,16,16)" in result.output and "(1,1,96,96)" in result.output

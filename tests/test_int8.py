@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from calibration.int8 import TENSORRT_OPS, quantized_node_count, tensorrt_qdq_pr
 from calibration.quantize import Int8Options, quantize_int8
 from calibration.synthetic import write_dataset
 from runtime.errors import UserError
+from tests.conftest import copy_model
 
 SIZE = (96, 96)
 
@@ -20,9 +20,7 @@ SIZE = (96, 96)
 @pytest.fixture(scope="module")
 def workspace(exported, tmp_path_factory):
     folder = tmp_path_factory.mktemp("int8")
-    source = folder / "hier.onnx"
-    for suffix in ("", ".json"):
-        shutil.copy(str(exported["hierarchical"]) + suffix, str(source) + suffix)
+    source = copy_model(exported["hierarchical"], folder / "hier.onnx")
     data = write_dataset(folder / "data", 6, size=SIZE, seed=3)
     return source, data
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 
 import numpy as np
 import pytest
@@ -11,14 +10,13 @@ import pytest
 import runtime
 from export.precision import FP32_OPS, convert_fp16
 from runtime.errors import UserError
+from tests.conftest import copy_model
 
 
 @pytest.fixture(scope="module")
 def fp16_model(exported, tmp_path_factory):
     folder = tmp_path_factory.mktemp("fp16")
-    source = folder / "absi.onnx"
-    for suffix in ("", ".json"):
-        shutil.copy(str(exported["absi"]) + suffix, str(source) + suffix)
+    source = copy_model(exported["absi"], folder / "absi.onnx")
     return source, convert_fp16(source)
 
 

@@ -34,18 +34,11 @@ def quantize_with_progress(options):
 
 
 def run_quantize_int8(options) -> None:
-    from calibration.int8 import quantized_node_count
-    from runtime.errors import UserError
-
     result = quantize_with_progress(options)
     for path, reason in result.skipped:
         console.print(f"[yellow]skipped[/] {path}: {reason}")
     show_parity(result.parity)
-    import onnx
-
-    counts = quantized_node_count(onnx.load(str(result.path), load_external_data=False))
-    if not counts:
-        raise UserError(f"{result.path} holds no quantized node; check --exclude")
+    counts = result.quantized_nodes
     cache_note = "reused (no calibration run)" if result.cache_reused else "written"
     console.print(
         f"[green]wrote[/] {result.path} ({result.size_bytes / 1e6:.1f} MB, int8, target {options.target}, "
