@@ -7,6 +7,7 @@ below names exactly what a cache was made from, so a refusal can say what change
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,17 +59,14 @@ def _differences(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def load_cache(path: str | Path, key: CacheKey) -> dict[str, tuple[float, float]] | None:
-    """The cached ranges if `path` holds a cache for exactly `key`; None if there is no file;
-    UserError naming what differs if the cache was made for another model, data or settings."""
-    path = Path(path)
+def _load_entry(path: Path, key: CacheKey, field: str):
     if not path.exists():
         return None
     try:
         data = json.loads(path.read_text())
         if data.get("format") != CACHE_FORMAT:
             raise ValueError(f"format {data.get('format')!r}")
-        stored_key, ranges = data["key"], data["ranges"]
+        stored_key, payload = data["key"], data[field]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{path} is not a calibration cache of ours ({exc}); delete it or pass --recalibrate") from exc
     differences = _differences(stored_key, key.as_dict())
@@ -78,7 +76,14 @@ def load_cache(path: str | Path, key: CacheKey) -> dict[str, tuple[float, float]
             + "; ".join(differences[:4])
             + ". Pass --recalibrate to replace it, or --calib-cache NEW.json to keep it"
         )
-    return {name: (float(lo), float(hi)) for name, (lo, hi) in ranges.items()}
+    return payload
+
+
+def load_cache(path: str | Path, key: CacheKey) -> dict[str, tuple[float, float]] | None:
+    """The cached ranges if `path` holds a cache for exactly `key`; None if there is no file;
+    UserError naming what differs if the cache was made for another model, data or settings."""
+    ranges = _load_entry(Path(path), key, "ranges")
+    return None if ranges is None else {name: (float(lo), float(hi)) for name, (lo, hi) in ranges.items()}
 
 
 def save_cache(path: str | Path, key: CacheKey, ranges: dict[str, tuple[float, float]]) -> None:
@@ -89,4 +94,17 @@ def save_cache(path: str | Path, key: CacheKey, ranges: dict[str, tuple[float, f
             "key": key.as_dict(),
             "ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in sorted(ranges.items())},
         },
+    )
+
+
+def load_tensorrt_cache(path: str | Path, key: CacheKey) -> bytes | None:
+    """TensorRT's own calibration cache (legacy implicit INT8, TensorRT 10), kept inside our keyed
+    file so that it is refused when stale, exactly like the Q/DQ ranges."""
+    payload = _load_entry(Path(path), key, "tensorrt_cache")
+    return None if payload is None else base64.b64decode(payload)
+
+
+def save_tensorrt_cache(path: str | Path, key: CacheKey, cache: bytes) -> None:
+    write_json_atomic(
+        path, {"format": CACHE_FORMAT, "key": key.as_dict(), "tensorrt_cache": base64.b64encode(cache).decode()}
     )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,24 +77,39 @@ class ParityReport:
         }
 
 
-Reference = Callable[[torch.Tensor], list[np.ndarray]]
-
-
-def reference_fn(module: nn.Module, features: bool = False) -> Reference:
+class Reference:
     """PyTorch outputs in the exported model's order: mask logits, then the fused maps if exported.
-    Any other module's outputs (a tuple or one tensor) are taken as they come."""
+    Any other module's outputs (a tuple or one tensor) are taken as they come.
 
-    def run(x: torch.Tensor) -> list[np.ndarray]:
+    `exact(x)` runs a float64 copy of the module: how far PyTorch's own FP32 result is from exact
+    arithmetic, which bounds how far any other correct FP32 computation may honestly be from it."""
+
+    def __init__(self, module: nn.Module, features: bool = False) -> None:
+        self.module = module
+        self.features = features
+        self._float64: nn.Module | None = None
+
+    def __call__(self, x: torch.Tensor) -> list[np.ndarray]:
+        return self._run(self.module, x)
+
+    def exact(self, x: torch.Tensor) -> list[np.ndarray]:
+        if self._float64 is None:
+            self._float64 = copy.deepcopy(self.module).double()
+        return self._run(self._float64, x.double())
+
+    def _run(self, module: nn.Module, x: torch.Tensor) -> list[np.ndarray]:
         with torch.inference_mode():
             if isinstance(module, MultiScaleCODNet):
-                if features:
+                if self.features:
                     logits, fused = module.forward_features(x)
                     return [t.numpy() for t in (logits, *fused)]
                 return [module(x).numpy()]
             out = module(x)
             return [t.numpy() for t in (out if isinstance(out, (tuple, list)) else (out,))]
 
-    return run
+
+def reference_fn(module: nn.Module, features: bool = False) -> Reference:
+    return Reference(module, features)
 
 
 def run_parity(
@@ -107,7 +123,8 @@ def run_parity(
     inputs: Sequence[np.ndarray] = (),
 ) -> ParityReport:
     """Compare every output at every input shape. Inputs are seeded random images (normalised scale),
-    then `inputs` as given (real images: what calibrated INT8 models must be judged on)."""
+    then `inputs` as given (real images: what calibrated INT8 models must be judged on).
+    FP32 models are also given PyTorch's own error against float64 (see `Reference.exact`)."""
     runner = runner or runtime.load(model_path)
     names = [o.name for o in runner.outputs]
     tolerance = TOLERANCES[precision]
@@ -120,8 +137,9 @@ def run_parity(
         if len(want) != len(names):
             raise UserError(f"{model_path} has outputs {names}, PyTorch gives {len(want)}: not the same network")
         got = runner.infer(x.numpy())
-        for name, expected in zip(names, want):
-            report.rows.append(ParityRow(name, tuple(shape), compare(got[name], expected, tolerance)))
+        exact = reference.exact(x) if precision == "fp32" else [None] * len(want)
+        for name, expected, exact_out in zip(names, want, exact):
+            report.rows.append(ParityRow(name, tuple(shape), compare(got[name], expected, tolerance, exact_out)))
     return report
 
 

@@ -149,7 +149,7 @@ FUSION_CHOICES = ("hierarchical", "absi", "concat", "average")
 
 @main.group()
 def export() -> None:
-    """Export the network: ONNX models (and, later, engines, bundles, Triton repositories)."""
+    """Export the network: ONNX models and TensorRT engines."""
 
 
 @export.command("onnx")
@@ -180,6 +180,86 @@ def export_onnx_cmd(fusion, backbone, weights, scales, output, opset, static, fe
             static=static,
             features=features,
             simplify=simplify,
+            force=force,
+        )
+    )
+
+
+def _parse_shape(ctx, param, value: str | None) -> tuple[int, ...] | None:
+    from export.tensorrt_build import parse_shape
+
+    try:
+        return None if value is None else parse_shape(value)
+    except MSDeployError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _parse_bytes(ctx, param, value: str | None) -> int | None:
+    if value is None:
+        return None
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = value.strip().upper().removesuffix("B")
+    try:
+        return int(float(text[:-1]) * units[text[-1]]) if text[-1:] in units else int(text)
+    except (ValueError, IndexError):
+        raise click.BadParameter(f"expected a size such as 4G or 512M, got {value!r}") from None
+
+
+@export.command("engine")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "--precision",
+    type=click.Choice(("fp32", "fp16", "int8")),
+    help="Default: the ONNX's own (FP16 casts / Q/DQ are built strongly typed). fp16/int8 on an FP32 ONNX "
+    "use TensorRT 10's builder flag / implicit calibrator where they exist.",
+)
+@click.option("--min-shape", callback=_parse_shape, metavar="BxCxHxW", help="Profile minimum [1x3x128x128].")
+@click.option("--opt-shape", callback=_parse_shape, metavar="BxCxHxW", help="Profile optimum [1x3xdefault size].")
+@click.option("--max-shape", callback=_parse_shape, metavar="BxCxHxW", help="Profile maximum [Bx3x1024x1024].")
+@click.option(
+    "--batch",
+    "batches",
+    default="1",
+    show_default=True,
+    callback=lambda c, p, v: _parse_ints(v),
+    help="Batch sizes the default profile covers.",
+)
+@click.option(
+    "--timing-cache", type=click.Path(dir_okay=False), help="[default: msdeploy.timing-cache beside the engine]"
+)
+@click.option("--workspace", callback=_parse_bytes, metavar="SIZE", help="Builder workspace limit, e.g. 4G.")
+@click.option("--opt-level", type=click.IntRange(0, 5), help="Builder optimization level (TensorRT default 3).")
+@click.option("--dla-core", type=int, help="Run on this DLA core (Jetson), GPU fallback for the rest.")
+@click.option("--calib-data", type=click.Path(file_okay=False), help="Images for implicit INT8 (TensorRT 10 only).")
+@click.option("--calib-count", type=int, default=64, show_default=True)
+@click.option("--calib-cache", type=click.Path(dir_okay=False), help="Implicit INT8 cache [MODEL.onnx.calib-...].")
+@click.option("--recalibrate", is_flag=True, help="Replace the implicit INT8 cache.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Engine file [default: MODEL.engine].")
+@click.option("--force", is_flag=True, help="Overwrite an existing engine.")
+def export_engine_cmd(model, precision, min_shape, opt_shape, max_shape, batches, timing_cache, workspace, opt_level,
+                      dla_core, calib_data, calib_count, calib_cache, recalibrate, output, force) -> None:  # fmt: skip
+    """Build a TensorRT engine from an ONNX model of ours, with a JSON sidecar (TensorRT version, GPU,
+    precision, profile, ONNX sha256, build settings). Build it on the machine that runs it."""
+    from export.tensorrt_build import EngineOptions
+    from msdeploy.commands.tensorrt_cmds import run_build_engine
+
+    run_build_engine(
+        EngineOptions(
+            model=Path(model),
+            precision=precision,
+            min_shape=min_shape,
+            opt_shape=opt_shape,
+            max_shape=max_shape,
+            batches=batches,
+            timing_cache=Path(timing_cache) if timing_cache else None,
+            workspace=workspace,
+            opt_level=opt_level,
+            dla_core=dla_core,
+            calib_data=Path(calib_data) if calib_data else None,
+            calib_count=calib_count,
+            calib_cache=Path(calib_cache) if calib_cache else None,
+            recalibrate=recalibrate,
+            output=Path(output) if output else None,
             force=force,
         )
     )
@@ -402,3 +482,21 @@ def train_demo_cmd(fusion, steps, batch, lr, init_from, held_out, seed, output, 
 
 if __name__ == "__main__":
     main()
+
+
+@main.command()
+@click.option("--gpu", is_flag=True, required=True, help="Verify the TensorRT path (needs TensorRT and a GPU).")
+@click.option("--fusion", "fusions", default="hierarchical,absi", show_default=True, help="Comma-separated.")
+@click.option("--work", type=click.Path(file_okay=False), default="selftest-work", show_default=True)
+@click.option("--output", type=click.Path(file_okay=False), default="docs/results", show_default=True)
+@click.option("--iters", type=int, default=200, show_default=True, help="Timed runs per engine.")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=True, show_default=True)
+def selftest(gpu, fusions, work, output, iters, cuda_graphs) -> None:
+    """On a machine with TensorRT and a GPU (or a Jetson): build FP32/FP16/INT8 engines of the demo
+    checkpoint for each fusion mode, check parity against PyTorch, time them, and write a report to
+    docs/results/. Exit 1 if any parity check fails."""
+    from msdeploy.commands.selftest import run_selftest
+
+    names = tuple(f.strip() for f in fusions.split(",") if f.strip())
+    if not run_selftest(Path(work), Path(output), names, iters, invocation(), cuda_graphs):
+        raise SystemExit(1)

@@ -18,15 +18,22 @@ class Tolerance:
     min_cosine: float
     rtol: float = 0.0
 
-    def limit(self, reference: np.ndarray) -> float:
-        return self.atol + self.rtol * float(np.abs(reference).max(initial=0.0))
+    def limit(self, reference: np.ndarray, reference_error: float | None = None) -> float:
+        """The allowed max abs error. `reference_error` is the reference's own error against a float64
+        run: two FP32 computations each that far from exact may differ by twice it (triangle
+        inequality), so a correct export is never failed for PyTorch's own rounding."""
+        limit = self.atol + self.rtol * float(np.abs(reference).max(initial=0.0))
+        return max(limit, 2.0 * reference_error) if reference_error is not None else limit
 
-    def describe(self) -> str:
-        rel = f" + {self.rtol:g} * max|ref|" if self.rtol else ""
-        return f"max abs <= {self.atol:g}{rel} and cosine >= {self.min_cosine}"
+    def describe(self, reference_error: bool = False) -> str:
+        limit = f"{self.atol:g}" + (f" + {self.rtol:g} * max|ref|" if self.rtol else "")
+        if reference_error:
+            limit += " (or 2x PyTorch's own error vs float64, if larger)"
+        return f"max abs <= {limit} and cosine >= {self.min_cosine}"
 
 
-# FP32: a correct export measures 2e-6..1.3e-5 (deployment-facts.md), so 1e-4 leaves room to spare.
+# FP32: a correct export measures 2e-6..1.3e-5 on random-init models (deployment-facts.md); trained
+# models with larger logits are also judged against PyTorch's own float64 error (see `limit`).
 TOLERANCES = {
     "fp32": Tolerance(atol=1e-4, min_cosine=0.99999, rtol=1e-5),
     "fp16": Tolerance(atol=5e-2, min_cosine=0.999, rtol=1e-2),
@@ -41,9 +48,10 @@ class Agreement:
     max_rel: float
     mean_abs: float
     cosine: float
-    required_atol: float  # the smallest absolute tolerance that would pass (= max_abs)
+    limit: float  # the max abs error this comparison allowed
     passed: bool
     shape_mismatch: bool = False
+    reference_error: float | None = None  # the reference's own max abs error against float64
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -58,18 +66,22 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (na * nb))
 
 
-def compare(got: np.ndarray, want: np.ndarray, tolerance: Tolerance) -> Agreement:
+def compare(got: np.ndarray, want: np.ndarray, tolerance: Tolerance, exact: np.ndarray | None = None) -> Agreement:
+    """`exact`: the same reference computed in float64, when there is one (see `Tolerance.limit`)."""
     if got.shape != want.shape:  # e.g. a size baked into the graph: a FAIL, not a crash
-        return Agreement(float("inf"), float("inf"), float("inf"), 0.0, float("inf"), False, shape_mismatch=True)
+        return Agreement(float("inf"), float("inf"), float("inf"), 0.0, 0.0, False, shape_mismatch=True)
     got64 = got.astype(np.float64)
     want64 = want.astype(np.float64)
     diff = np.abs(got64 - want64)
+    reference_error = None if exact is None else float(np.abs(want64 - exact).max(initial=0.0))
+    limit = tolerance.limit(want64, reference_error)
     if not np.isfinite(got64).all():
-        return Agreement(float("inf"), float("inf"), float("inf"), 0.0, float("inf"), False)
+        return Agreement(float("inf"), float("inf"), float("inf"), 0.0, limit, False, reference_error=reference_error)
     max_abs = float(diff.max(initial=0.0))
     # Relative error with a floor on the denominator, so values near zero do not dominate.
     floor = max(float(np.abs(want64).max(initial=0.0)) * 1e-3, 1e-12)
     max_rel = float((diff / np.maximum(np.abs(want64), floor)).max(initial=0.0))
     cos = cosine_similarity(got64, want64)
-    passed = max_abs <= tolerance.limit(want64) and cos >= tolerance.min_cosine
-    return Agreement(max_abs, max_rel, float(diff.mean()) if diff.size else 0.0, cos, max_abs, passed)
+    passed = max_abs <= limit and cos >= tolerance.min_cosine
+    mean_abs = float(diff.mean()) if diff.size else 0.0
+    return Agreement(max_abs, max_rel, mean_abs, cos, limit, passed, reference_error=reference_error)

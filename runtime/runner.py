@@ -1,4 +1,4 @@
-"""One runner interface for every backend (ONNX Runtime now, TensorRT later).
+"""One runner interface for every backend (ONNX Runtime, TensorRT).
 
 The public `infer` turns the feed into a dict, checks names, dtypes, ranks and sizes once, here,
 then calls the backend's small `_infer` hook. Backends only describe their tensors and run.

@@ -1,0 +1,412 @@
+"""Build a TensorRT engine from one of our ONNX models, on TensorRT 10 (Jetson) or 11 (desktop).
+
+Precision comes from the graph: an ONNX with FP16 casts or Q/DQ nodes is built strongly typed.
+Only where the installed TensorRT still has them (10.x), an FP32 ONNX may be built with the FP16
+builder flag or the implicit INT8 calibrator; on TensorRT 11 that request is an error that says to
+run `msdeploy quantize` first. Which path is taken depends on the features found, never on a
+version string. Neither torch nor onnx is imported: this runs on the board.
+
+Written against NVIDIA's Python API documentation and the tensorrt-stubs package; never run on
+real TensorRT in this project's workplace (no GPU). `msdeploy selftest --gpu` is the real check.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from runtime.cuda import CudaApi, DeviceBuffer
+from runtime.errors import UserError
+from runtime.files import sha256_file, write_bytes_atomic, write_json_atomic
+from runtime.metadata import ModelMetadata, check_model_output, read_sidecar, sidecar_path
+from runtime.tensorrt_common import ENGINE_FORMAT, TensorRTFeatures, import_tensorrt, make_logger
+
+if TYPE_CHECKING:  # the tensorrt-stubs package: mypy checks our calls against TensorRT's API
+    import tensorrt as trt_api
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_MIN_SIDE, DEFAULT_MAX_SIDE = 128, 1024
+IMPLICIT_INT8_METHOD = "entropy"  # IInt8EntropyCalibrator2: TensorRT's recommended calibrator for CNNs
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One optimization profile for the image input: [B, 3, H, W] at min, opt and max."""
+
+    input: str
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+    def as_dict(self) -> dict:
+        return {"input": self.input, "min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+
+@dataclass
+class EngineOptions:
+    model: Path
+    precision: str | None = None  # None: what the ONNX graph says
+    min_shape: tuple[int, ...] | None = None
+    opt_shape: tuple[int, ...] | None = None
+    max_shape: tuple[int, ...] | None = None
+    batches: tuple[int, ...] = (1,)
+    timing_cache: Path | None = None  # default: msdeploy.timing-cache beside the engine
+    workspace: int | None = None  # bytes
+    opt_level: int | None = None  # builder optimization level 0-5
+    dla_core: int | None = None
+    calib_data: Path | None = None  # legacy implicit INT8 only
+    calib_count: int = 64
+    calib_seed: int = 0
+    calib_cache: Path | None = None
+    recalibrate: bool = False
+    output: Path | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """How the network is built: the typing mode and the builder flags (names in trt.BuilderFlag)."""
+
+    precision: str
+    strongly_typed: bool
+    flags: tuple[str, ...] = ()
+    implicit_int8: bool = False
+
+
+@dataclass
+class EngineResult:
+    path: Path
+    sidecar: dict
+    size_bytes: int
+    seconds: float
+    timing_cache: Path
+    calibration_cache_reused: bool | None = None  # None: no implicit calibration
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'1x3x352x352' -> (1, 3, 352, 352)."""
+    if not re.fullmatch(r"\d+(x\d+)*", text.strip()):
+        raise UserError(f"shape {text!r} is not of the form BxCxHxW, e.g. 1x3x352x352")
+    return tuple(int(v) for v in text.strip().split("x"))
+
+
+def model_metadata(model: Path) -> ModelMetadata:
+    """The ONNX model's metadata from its sidecar (no onnx import: this also runs on the board)."""
+    data = read_sidecar(model)
+    if data is None:
+        raise UserError(
+            f"{model} has no sidecar {model.name}.json; it holds the size rules and precision of the model. "
+            "Copy it with the model, or export again with `msdeploy export onnx`"
+        )
+    return ModelMetadata.from_dict(data)
+
+
+def plan_build(graph_precision: str, requested: str | None, features: TensorRTFeatures) -> BuildPlan:
+    """Choose typing and flags. The ONNX graph's precision wins; an FP32 graph may be lowered by the
+    builder only where the legacy flags exist."""
+    if requested is not None and requested not in PRECISIONS:
+        raise UserError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
+    precision = requested or graph_precision
+    if graph_precision != "fp32":
+        if precision != graph_precision:
+            raise UserError(
+                f"the model is already {graph_precision} (its precision is in the graph); "
+                f"drop --precision, or pass the FP32 model to build {precision}"
+            )
+        return BuildPlan(precision, strongly_typed=features.strongly_typed)
+    if precision == "fp32":
+        return BuildPlan("fp32", strongly_typed=features.strongly_typed)
+    if precision == "fp16":
+        if not features.weak_fp16:
+            raise UserError(
+                f"TensorRT {features.version} takes precision only from the graph (no FP16 builder flag); "
+                "run `msdeploy quantize MODEL.onnx --precision fp16` first and build the FP16 ONNX"
+            )
+        return BuildPlan("fp16", strongly_typed=False, flags=("FP16",))
+    if not features.implicit_int8:
+        raise UserError(
+            f"TensorRT {features.version} has no implicit INT8 calibration; run "
+            "`msdeploy quantize MODEL.onnx --precision int8 --calib-data DIR` first and build the Q/DQ ONNX"
+        )
+    # layers without an INT8 kernel fall back to FP16 rather than FP32, where FP16 exists
+    flags = ("INT8", "FP16") if features.weak_fp16 else ("INT8",)
+    return BuildPlan("int8", strongly_typed=False, flags=flags, implicit_int8=True)
+
+
+def resolve_profile(meta: ModelMetadata, options: EngineOptions) -> Profile:
+    """The profile from the options, defaulting to sides 128..1024 and the batch sizes asked, checked
+    against the model's size rules (minimum side, fixed size)."""
+    batches = sorted(set(options.batches or (1,)))
+    if batches[0] < 1:
+        raise UserError(f"batch sizes must be >= 1, got {batches}")
+    if meta.static_size:
+        lo = hi = opt = tuple(meta.static_size)
+    else:
+        lo = (max(DEFAULT_MIN_SIDE, meta.min_size),) * 2
+        hi = (DEFAULT_MAX_SIDE,) * 2
+        opt = tuple(meta.default_size)
+    lo_shape = tuple(options.min_shape or (batches[0], 3, *lo))
+    hi_shape = tuple(options.max_shape or (batches[-1], 3, *hi))
+    # a default opt stays inside the given min/max (e.g. --max-shape 1x3x256x256 with the 352 default)
+    opt_shape = tuple(
+        options.opt_shape or (min(max(v, a), b) for v, a, b in zip((batches[0], 3, *opt), lo_shape, hi_shape))
+    )
+    profile = Profile(meta.input_name, lo_shape, opt_shape, hi_shape)
+    for label, shape in (("min", profile.min), ("opt", profile.opt), ("max", profile.max)):
+        if len(shape) != 4 or shape[1] != 3:
+            raise UserError(f"--{label}-shape {_fmt(shape)} must be Bx3xHxW")
+        if min(shape[2:]) < meta.min_size:
+            raise UserError(f"--{label}-shape {_fmt(shape)}: the model needs sides >= {meta.min_size}")
+        if meta.static_size and list(shape[2:]) != list(meta.static_size):
+            raise UserError(
+                f"--{label}-shape {_fmt(shape)}: this ONNX was exported for "
+                f"{meta.static_size[0]}x{meta.static_size[1]} only; export without --static for other sizes"
+            )
+    if not all(a <= b <= c for a, b, c in zip(profile.min, profile.opt, profile.max)):
+        raise UserError(
+            f"profile must satisfy min <= opt <= max on every axis, got min {_fmt(profile.min)}, "
+            f"opt {_fmt(profile.opt)}, max {_fmt(profile.max)}"
+        )
+    return profile
+
+
+def _fmt(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape))
+
+
+def default_engine_path(model: Path, precision: str, graph_precision: str) -> Path:
+    """model.onnx -> model.engine; an FP32 model lowered by the builder -> model.fp16.engine."""
+    stem = model.name[: -len(".onnx")] if model.name.endswith(".onnx") else model.stem
+    suffix = f".{precision}" if precision != graph_precision else ""
+    return model.with_name(f"{stem}{suffix}.engine")
+
+
+def make_calibrator(
+    trt: ModuleType,
+    cuda: CudaApi,
+    batches: Sequence[np.ndarray],
+    cache: bytes | None,
+    on_cache: Callable[[bytes], None],
+):
+    """A legacy implicit-INT8 calibrator (TensorRT 10 only) feeding one preprocessed image per batch.
+    TensorRT reads the cache first; when it is valid it never asks for a batch."""
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[name-defined]  # base from the module passed in
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.buffer = DeviceBuffer(cuda)
+            self.stream = cuda.stream_create()
+            self.batches_read = 0
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            if self.batches_read >= len(batches):
+                return None
+            batch = np.ascontiguousarray(batches[self.batches_read])
+            self.buffer.ensure(batch.nbytes)
+            cuda.copy_to_device(self.buffer.ptr, batch, self.stream)
+            cuda.stream_synchronize(self.stream)
+            self.batches_read += 1
+            return [self.buffer.ptr]
+
+        def read_calibration_cache(self) -> bytes | None:
+            return cache
+
+        def write_calibration_cache(self, data) -> None:
+            on_cache(bytes(data))
+
+    return EntropyCalibrator()
+
+
+def build_engine(
+    options: EngineOptions,
+    progress: Callable[[str], None] | None = None,
+    *,
+    trt: ModuleType | None = None,
+    cuda: CudaApi | None = None,
+) -> EngineResult:
+    """Build, write atomically with its JSON sidecar, and return what was built. `trt` and `cuda`
+    default to the installed TensorRT and libcudart (tests pass recording fakes)."""
+    say = progress or log.info
+    model = Path(options.model)
+    if not model.is_file():
+        raise UserError(f"model file not found: {model}")
+    meta = model_metadata(model)
+    onnx_sha256 = (read_sidecar(model) or {}).get("model_sha256") or sha256_file(model)
+    trt = trt or import_tensorrt()
+    features = TensorRTFeatures.detect(trt)
+    plan = plan_build(meta.precision, options.precision, features)
+    profile = resolve_profile(meta, options)
+    output = check_model_output(
+        options.output or default_engine_path(model, plan.precision, meta.precision), options.force
+    )
+    if options.dla_core is not None and plan.precision == "fp32":
+        raise UserError("DLA runs FP16 and INT8 only; build an FP16 or INT8 model for --dla-core")
+    if options.opt_level is not None and not 0 <= options.opt_level <= 5:
+        raise UserError(f"--opt-level must be 0..5, got {options.opt_level}")
+    if plan.implicit_int8 and options.calib_data is None and options.calib_cache is None:
+        raise UserError("implicit INT8 needs calibration images: pass --calib-data DIR")
+    cuda = cuda or CudaApi()
+    device = cuda.device()
+
+    logger = make_logger(trt)
+    try:
+        builder: trt_api.Builder = trt.Builder(logger)
+    except Exception as exc:  # no GPU: "pybind11::init(): factory function returned nullptr"
+        raise UserError(f"TensorRT could not start a builder (is a GPU visible?): {exc}") from exc
+    network_flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
+    network: trt_api.INetworkDefinition = builder.create_network(network_flags)
+    parser: trt_api.OnnxParser = trt.OnnxParser(network, logger)
+    say(f"parsing {model} ({'strongly typed' if plan.strongly_typed else 'weakly typed'})")
+    if not parser.parse_from_file(str(model)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise UserError(f"TensorRT could not parse {model}: " + "; ".join(errors[:5]))
+
+    config: trt_api.IBuilderConfig = builder.create_builder_config()
+    if options.workspace:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace))
+    if options.opt_level is not None:
+        config.builder_optimization_level = int(options.opt_level)
+    for flag in plan.flags:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    trt_profile: trt_api.IOptimizationProfile = builder.create_optimization_profile()
+    trt_profile.set_shape(
+        profile.input, trt.Dims(list(profile.min)), trt.Dims(list(profile.opt)), trt.Dims(list(profile.max))
+    )
+    config.add_optimization_profile(trt_profile)
+
+    if options.dla_core is not None:
+        if options.dla_core >= builder.num_DLA_cores:
+            raise UserError(
+                f"--dla-core {options.dla_core}: this device has {builder.num_DLA_cores} DLA core(s) "
+                "(Jetson Orin AGX/NX: 2, Orin Nano: none)"
+            )
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(options.dla_core)
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # layers DLA cannot run go to the GPU
+
+    calibration = None
+    if plan.implicit_int8:
+        calibration = _ImplicitCalibration(trt, cuda, model, onnx_sha256, meta, profile, options, say)
+        config.int8_calibrator = calibration.calibrator
+        calib_profile: trt_api.IOptimizationProfile = builder.create_optimization_profile()
+        calib_shape = trt.Dims(list(calibration.shape))
+        calib_profile.set_shape(profile.input, calib_shape, calib_shape, calib_shape)
+        config.set_calibration_profile(calib_profile)
+
+    timing_cache_path = Path(options.timing_cache or output.with_name("msdeploy.timing-cache"))
+    cache_bytes = timing_cache_path.read_bytes() if timing_cache_path.is_file() else b""
+    timing_cache: trt_api.ITimingCache = config.create_timing_cache(cache_bytes)
+    if not config.set_timing_cache(timing_cache, False):
+        raise UserError(f"timing cache {timing_cache_path} does not match this TensorRT or GPU; delete it")
+    say(
+        f"building {plan.precision} engine, profile {_fmt(profile.min)} .. {_fmt(profile.max)} "
+        f"(timing cache {'reused' if cache_bytes else 'new'}: {timing_cache_path})"
+    )
+    start = time.perf_counter()
+    serialized: trt_api.IHostMemory | None = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - start
+    if serialized is None:
+        detail = "; ".join(logger.errors[-3:]) or "see the TensorRT log (-v)"
+        raise UserError(f"TensorRT could not build the engine: {detail}")
+    write_bytes_atomic(timing_cache_path, bytes(config.get_timing_cache().serialize()))
+    if calibration is not None:
+        calibration.save()
+
+    engine_bytes = bytes(serialized)
+    sidecar = {
+        "format": ENGINE_FORMAT,
+        "tensorrt": features.version,
+        "gpu": {"name": device.name, "compute_capability": device.compute_capability},
+        "precision": plan.precision,
+        "typing": "strong" if plan.strongly_typed else "weak",
+        "builder_flags": list(plan.flags),
+        "profile": profile.as_dict(),
+        "onnx": {"file": model.name, "sha256": onnx_sha256},
+        "build_seconds": round(seconds, 2),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "settings": {
+            "workspace_bytes": options.workspace,
+            "opt_level": options.opt_level,
+            "dla_core": options.dla_core,
+            "timing_cache": str(timing_cache_path),
+            "implicit_int8": calibration.record() if calibration else None,
+        },
+        "model": {**asdict(meta), "precision": plan.precision},
+    }
+    write_bytes_atomic(output, engine_bytes)  # the engine file alone: trtexec and Triton load it as is
+    write_json_atomic(sidecar_path(output), sidecar)
+    return EngineResult(
+        output,
+        sidecar,
+        len(engine_bytes),
+        seconds,
+        timing_cache_path,
+        calibration.reused if calibration else None,
+    )
+
+
+class _ImplicitCalibration:
+    """The legacy TensorRT-10 INT8 path: images, a keyed cache (ours, wrapping TensorRT's), the calibrator."""
+
+    def __init__(self, trt, cuda, model: Path, onnx_sha256: str, meta: ModelMetadata, profile: Profile, options, say):
+        from calibration.cache import CacheKey, CalibrationSettings, load_tensorrt_cache
+        from calibration.data import choose_subset, data_fingerprint, list_images, load_calibration_set
+
+        self.shape = (1, 3, *profile.opt[2:])
+        self.path = Path(options.calib_cache or model.with_name(f"{model.name}.calib-tensorrt-implicit.json"))
+        settings = CalibrationSettings(
+            method=IMPLICIT_INT8_METHOD,
+            count=options.calib_count,
+            seed=options.calib_seed,
+            size=(profile.opt[2], profile.opt[3]),
+            calibrated_ops=("tensorrt-implicit",),
+        )
+        files = (
+            choose_subset(list_images(options.calib_data), options.calib_count, options.calib_seed)
+            if options.calib_data
+            else []
+        )
+        fingerprint = data_fingerprint(files, options.calib_data) if options.calib_data else ""
+        self.key = CacheKey(onnx_sha256, settings, fingerprint)
+        cached = None if options.recalibrate else load_tensorrt_cache(self.path, self.key)
+        self.reused = cached is not None
+        batches: list[np.ndarray] = []
+        if cached is not None:
+            say(f"reusing calibration cache {self.path} (no image read, no calibration run)")
+        else:
+            if options.calib_data is None:
+                raise UserError(f"no valid calibration cache at {self.path}; pass --calib-data DIR")
+            calib = load_calibration_set(
+                options.calib_data, meta, count=options.calib_count, seed=options.calib_seed, size=settings.size
+            )
+            batches = [feed[meta.input_name] for feed in calib.feeds]
+            say(f"calibrating (TensorRT implicit INT8, entropy) on {len(batches)} images")
+        self.images = len(batches)
+        self._new_cache: bytes | None = None
+        self.calibrator = make_calibrator(trt, cuda, batches, cached, self._keep)
+
+    def _keep(self, data: bytes) -> None:
+        self._new_cache = data
+
+    def save(self) -> None:
+        from calibration.cache import save_tensorrt_cache
+
+        if self._new_cache is not None and not self.reused:
+            save_tensorrt_cache(self.path, self.key, self._new_cache)
+
+    def record(self) -> dict:
+        return {"cache": str(self.path), "reused": self.reused, "images": self.images, "method": IMPLICIT_INT8_METHOD}

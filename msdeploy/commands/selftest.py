@@ -1,0 +1,146 @@
+"""`msdeploy selftest --gpu`: the one command that verifies the TensorRT path on real hardware.
+
+For each fusion mode: export the demo checkpoint to ONNX, write its FP16 and INT8 (Q/DQ) variants,
+build an engine of each (strongly typed: precision from the graph), run parity against PyTorch on the
+engine, time it (GPU compute from CUDA events, and end to end with copies), and write a report to
+docs/results/. Nothing here can run without TensorRT and a GPU; it says so and exits 2.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from msdeploy.output import console, print_table, progress_status
+from runtime.errors import UserError
+
+SHAPES = [(1, 3, 352, 352), (2, 3, 320, 320), (1, 3, 257, 190)]
+LATENCY_SHAPE = (1, 3, 352, 352)
+
+
+@dataclass
+class SelftestRow:
+    fusion: str
+    precision: str
+    engine: str
+    parity_passed: bool
+    max_abs: float
+    min_cosine: float
+    gpu_ms_median: float
+    end_to_end_ms_median: float
+    build_seconds: float
+
+
+def _require_gpu_stack():
+    from runtime.cuda import CudaApi
+    from runtime.tensorrt_common import import_tensorrt
+
+    trt = import_tensorrt()
+    try:
+        device = CudaApi().device()
+    except Exception as exc:
+        raise UserError(f"no usable CUDA GPU: {exc}") from exc
+    return trt, device
+
+
+def _time_engine(runner, iterations: int, warmup: int) -> tuple[float, float]:
+    x = np.random.default_rng(0).standard_normal(LATENCY_SHAPE, dtype=np.float32)
+    for _ in range(warmup):
+        runner.infer(x)
+    gpu, wall = [], []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        runner.infer(x)
+        wall.append(time.perf_counter() - start)
+        gpu.append(runner.last_gpu_ms)
+    return float(np.median(gpu)), float(np.median(wall) * 1e3)
+
+
+def run_selftest(
+    work: Path, output_dir: Path, fusions: tuple[str, ...], iterations: int, command: str, cuda_graphs: bool
+) -> bool:
+    from calibration.quantize import Int8Options, quantize_int8
+    from calibration.synthetic import write_dataset
+    from export.onnx_export import ExportOptions, export_onnx
+    from export.parity import reference_fn, run_parity
+    from export.precision import convert_fp16
+    from export.tensorrt_build import EngineOptions, build_engine
+    from models import build_model
+    from models.demo_training import demo_checkpoint
+    from runtime.environment import stamp
+    from runtime.files import write_bytes_atomic, write_json_atomic
+    from runtime.tensorrt_backend import TensorRTRunner
+
+    trt, device = _require_gpu_stack()
+    work.mkdir(parents=True, exist_ok=True)
+    calib = work / "calib"
+    if not calib.exists():
+        write_dataset(calib, 32, size=(352, 352), seed=7)
+    rows: list[SelftestRow] = []
+    with progress_status("selftest") as say:
+        for fusion in fusions:
+            weights = demo_checkpoint(fusion)
+            fp32 = work / f"pvt_v2_b0_{fusion}.onnx"
+            if not fp32.exists():
+                say(f"{fusion}: exporting ONNX")
+                export_onnx(ExportOptions(backbone="pvt_v2_b0", fusion=fusion, weights=weights, output=fp32))
+            fp16 = convert_fp16(fp32, weights=weights, force=True).path
+            int8 = quantize_int8(Int8Options(model=fp32, calib_data=calib / "images", force=True)).path
+            reference = reference_fn(build_model("pvt_v2_b0", fusion, weights=weights, exportable=True))
+            for precision, onnx_path in (("fp32", fp32), ("fp16", fp16), ("int8", int8)):
+                say(f"{fusion}: building the {precision} engine")
+                built = build_engine(
+                    EngineOptions(model=onnx_path, max_shape=(2, 3, 1024, 1024), force=True), progress=say
+                )
+                runner = TensorRTRunner(str(built.path), cuda_graphs=cuda_graphs)
+                report = run_parity(built.path, reference, SHAPES, precision=precision, runner=runner)
+                gpu_ms, wall_ms = _time_engine(runner, iterations, warmup=10)
+                rows.append(
+                    SelftestRow(
+                        fusion,
+                        precision,
+                        built.path.name,
+                        report.passed,
+                        max(r.agreement.max_abs for r in report.rows),
+                        min(r.agreement.cosine for r in report.rows),
+                        gpu_ms,
+                        wall_ms,
+                        built.seconds,
+                    )
+                )
+                runner.close()
+    header = ["fusion", "precision", "parity vs PyTorch", "max abs", "min cosine", "GPU ms", "end-to-end ms", "build s"]
+    table = [
+        (
+            r.fusion,
+            r.precision,
+            "PASS" if r.parity_passed else "FAIL",
+            f"{r.max_abs:.3g}",
+            f"{r.min_cosine:.6f}",
+            f"{r.gpu_ms_median:.3f}",
+            f"{r.end_to_end_ms_median:.3f}",
+            f"{r.build_seconds:.0f}",
+        )
+        for r in rows
+    ]
+    print_table(f"TensorRT {trt.__version__} on {device.name}", header, table, right=(3, 4, 5, 6, 7))
+    slug = re.sub(r"[^a-z0-9]+", "-", device.name.lower()).strip("-")
+    notes = (
+        f"Latency at {'x'.join(map(str, LATENCY_SHAPE))}, median of {iterations} runs: GPU ms from CUDA events "
+        f"around execution only; end-to-end ms includes host-device copies. CUDA graphs: {cuda_graphs}.\n"
+        f"Parity shapes: {', '.join('x'.join(map(str, s)) for s in SHAPES)} (pvt_v2_b0 demo checkpoint).\n"
+    )
+    md = [stamp(command), "", notes, "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(map(str, row)) + " |" for row in table]
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(output_dir / f"tensorrt-selftest-{slug}.md", ("\n".join(md) + "\n").encode())
+    write_json_atomic(
+        output_dir / f"tensorrt-selftest-{slug}.json",
+        {"command": command, "tensorrt": trt.__version__, "gpu": device.__dict__, "rows": [r.__dict__ for r in rows]},
+    )
+    console.print(f"wrote {output_dir / f'tensorrt-selftest-{slug}.md'} and .json")
+    return all(r.parity_passed for r in rows)

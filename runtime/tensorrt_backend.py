@@ -1,0 +1,195 @@
+"""TensorRT backend behind the same runner interface as ONNX Runtime.
+
+Name-based tensor API (set_input_shape, set_tensor_address, execute_async_v3), device buffers reused
+across calls and grown only when needed, inputs checked against the engine's profile before running,
+optional CUDA graphs (one per input shape), GPU time from CUDA events. An engine built for another
+TensorRT version or GPU is refused with a message saying to rebuild it from the ONNX.
+
+Written against NVIDIA's documentation and the tensorrt-stubs package; its logic is tested with a
+recording fake. Unverified on real TensorRT until `msdeploy selftest --gpu` runs on a GPU machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from runtime.cuda import CudaApi, DeviceBuffer
+from runtime.errors import UserError
+from runtime.runner import Runner, TensorSpec
+from runtime.tensorrt_common import dims, engine_metadata, import_tensorrt, make_logger, read_engine_sidecar
+
+if TYPE_CHECKING:  # the tensorrt-stubs package: mypy checks our calls against TensorRT's API
+    import tensorrt as trt_api
+
+log = logging.getLogger(__name__)
+
+
+def _rebuild_hint(sidecar: dict) -> str:
+    onnx = sidecar.get("onnx", {}).get("file", "MODEL.onnx")
+    return f"rebuild it here from the ONNX: msdeploy export engine {onnx} --force (engines are not portable)"
+
+
+class TensorRTRunner(Runner):
+    backend = "tensorrt"
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        cuda_graphs: bool = False,
+        trt: ModuleType | None = None,
+        cuda: CudaApi | None = None,
+    ) -> None:
+        sidecar = read_engine_sidecar(path)
+        super().__init__(path, engine_metadata(sidecar))
+        self.sidecar = sidecar
+        self.trt = trt or import_tensorrt()
+        self.cuda = cuda or CudaApi()
+        self._check_compatible()
+
+        self._logger = make_logger(self.trt)
+        self._trt_runtime: trt_api.Runtime = self.trt.Runtime(self._logger)
+        self.engine: trt_api.ICudaEngine | None = self._trt_runtime.deserialize_cuda_engine(Path(path).read_bytes())
+        if self.engine is None:
+            raise UserError(f"TensorRT could not load {path}; {_rebuild_hint(sidecar)}")
+        self.context: trt_api.IExecutionContext = self.engine.create_execution_context()
+        self._inputs: list[TensorSpec] = []
+        self._outputs: list[TensorSpec] = []
+        self.profile: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {}
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
+            shape = tuple(None if d < 0 else d for d in dims(self.engine.get_tensor_shape(name)))
+            if self.engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT:
+                self._inputs.append(TensorSpec(name, shape, dtype))
+                lo, opt, hi = self.engine.get_tensor_profile_shape(name, 0)
+                self.profile[name] = (dims(lo), dims(opt), dims(hi))
+            else:
+                self._outputs.append(TensorSpec(name, shape, dtype))
+        self.cuda_graphs = cuda_graphs
+        self.stream = self.cuda.stream_create()
+        self._closed = False
+        self._start, self._end = self.cuda.event_create(), self.cuda.event_create()
+        self._buffers = {spec.name: DeviceBuffer(self.cuda) for spec in (*self._inputs, *self._outputs)}
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._graphs: dict[tuple, int] = {}
+        self.last_gpu_ms: float | None = None  # GPU time of the last call (CUDA events; no copies)
+
+    def _check_compatible(self) -> None:
+        built_trt = self.sidecar.get("tensorrt")
+        here_trt = str(getattr(self.trt, "__version__", "unknown"))
+        if built_trt != here_trt:
+            raise UserError(
+                f"{self.path} was built with TensorRT {built_trt}, this machine has {here_trt}; "
+                + _rebuild_hint(self.sidecar)
+            )
+        built = self.sidecar.get("gpu", {})
+        here = self.cuda.device()
+        if built.get("compute_capability") != here.compute_capability:
+            raise UserError(
+                f"{self.path} was built for {built.get('name')} (compute capability "
+                f"{built.get('compute_capability')}), this GPU is {here.name} ({here.compute_capability}); "
+                + _rebuild_hint(self.sidecar)
+            )
+        if built.get("name") != here.name:
+            log.warning(
+                "%s was built on %s, running on %s: rebuild for best speed", self.path, built["name"], here.name
+            )
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self._outputs
+
+    def check_feed(self, feed: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        checked = super().check_feed(feed)
+        for name, array in checked.items():
+            lo, _, hi = self.profile[name]
+            if any(not a <= s <= b for a, s, b in zip(lo, array.shape, hi)):
+                raise UserError(
+                    f"input {name} has shape {'x'.join(map(str, array.shape))}; this engine's profile allows "
+                    f"{'x'.join(map(str, lo))} to {'x'.join(map(str, hi))}. Resize the image, or rebuild with "
+                    "msdeploy export engine --min-shape/--max-shape"
+                )
+        return checked
+
+    def _bind(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Set shapes and addresses where they changed; return empty host arrays for the outputs."""
+        moved = False
+        for name, array in feed.items():
+            if self._shapes.get(name) != array.shape:
+                if not self.context.set_input_shape(name, array.shape):
+                    raise UserError(f"TensorRT refused shape {list(array.shape)} for input {name}")
+                self._shapes[name] = array.shape
+            if self._buffers[name].ensure(array.nbytes):
+                self.context.set_tensor_address(name, self._buffers[name].ptr)
+                moved = True
+        outputs = {}
+        for spec in self._outputs:
+            shape = dims(self.context.get_tensor_shape(spec.name))
+            outputs[spec.name] = np.empty(shape, dtype=spec.dtype)
+            if self._buffers[spec.name].ensure(outputs[spec.name].nbytes):
+                self.context.set_tensor_address(spec.name, self._buffers[spec.name].ptr)
+                moved = True
+        if moved:  # a captured graph holds the old addresses
+            self._drop_graphs()
+        return outputs
+
+    def _execute(self, shape_key: tuple) -> None:
+        if not self.cuda_graphs:
+            if not self.context.execute_async_v3(self.stream):
+                raise RuntimeError(f"TensorRT failed to run {self.path} (see the TensorRT log, -v)")
+            return
+        graph = self._graphs.get(shape_key)
+        if graph is None:
+            # one run outside the capture first: TensorRT allocates and sets up on the first enqueue
+            if not self.context.execute_async_v3(self.stream):
+                raise RuntimeError(f"TensorRT failed to run {self.path} (see the TensorRT log, -v)")
+            self.cuda.capture_begin(self.stream)
+            self.context.execute_async_v3(self.stream)
+            graph = self._graphs[shape_key] = self.cuda.capture_end(self.stream)
+        self.cuda.graph_launch(graph, self.stream)
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self._bind(feed)
+        for name, array in feed.items():
+            self.cuda.copy_to_device(self._buffers[name].ptr, array, self.stream)
+        self.cuda.event_record(self._start, self.stream)
+        self._execute(tuple(sorted((n, a.shape) for n, a in feed.items())))
+        self.cuda.event_record(self._end, self.stream)
+        for name, array in outputs.items():
+            self.cuda.copy_to_host(array, self._buffers[name].ptr, self.stream)
+        self.cuda.stream_synchronize(self.stream)
+        self.last_gpu_ms = self.cuda.event_elapsed_ms(self._start, self._end)
+        return outputs
+
+    def _drop_graphs(self) -> None:
+        for graph in self._graphs.values():
+            self.cuda.graph_destroy(graph)
+        self._graphs.clear()
+
+    def close(self) -> None:
+        """Free device memory, graphs, events and the stream (also done when the runner is collected)."""
+        if getattr(self, "_closed", True):  # closed, or __init__ failed before the stream existed
+            return
+        self._drop_graphs()
+        for buffer in self._buffers.values():
+            buffer.release()
+        for event in (self._start, self._end):
+            self.cuda.event_destroy(event)
+        self.cuda.stream_destroy(self.stream)
+        self._closed = True
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown: the CUDA library may be gone already
+            self.close()

@@ -1,0 +1,262 @@
+"""Our TensorRT builder and runner logic, driven through a RECORDING FAKE of TensorRT and CUDA
+(tests/fake_tensorrt.py) with TensorRT-10-like and TensorRT-11-like feature sets.
+
+These tests check which flags we set, what we refuse, profiles, caches, shape checks and data
+movement. They are not evidence that TensorRT works: that is `msdeploy selftest --gpu` on a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+
+from calibration.synthetic import write_dataset
+from export.tensorrt_build import EngineOptions, build_engine, plan_build, resolve_profile
+from runtime.cuda import DeviceInfo
+from runtime.errors import UserError
+from runtime.metadata import ModelMetadata, sidecar_path
+from runtime.tensorrt_backend import TensorRTRunner
+from runtime.tensorrt_common import TensorRTFeatures
+from tests.conftest import copy_model
+from tests.fake_tensorrt import FakeCuda, make_fake_tensorrt
+
+TRT10 = TensorRTFeatures("10.3.0", strongly_typed=True, weak_fp16=True, implicit_int8=True)
+TRT11 = TensorRTFeatures("11.0.0", strongly_typed=True, weak_fp16=False, implicit_int8=False)
+
+
+@pytest.fixture
+def model(exported, tmp_path) -> Path:
+    """The session's hierarchical pvt_v2_b0 export (five outputs), copied so engines land in tmp."""
+    return copy_model(exported["hierarchical"], tmp_path / "net.onnx")
+
+
+def with_precision(model: Path, precision: str) -> Path:
+    """The same ONNX labelled as an FP16/INT8 graph: the builder only reads the label (logic test)."""
+    target = copy_model(model, model.with_name(f"net.{precision}.onnx"))
+    side = json.loads(sidecar_path(target).read_text())
+    sidecar_path(target).write_text(json.dumps({**side, "precision": precision}))
+    return target
+
+
+def fakes(version="10.3.0", legacy=True, **kw):
+    cuda = FakeCuda()
+    return make_fake_tensorrt(version, legacy=legacy, cuda=cuda, **kw), cuda
+
+
+# ---- precision planning: feature detection, not version strings ----
+
+
+def test_features_are_detected_on_the_module_not_its_version_string():
+    cuda = FakeCuda()
+    legacy_named_11 = make_fake_tensorrt("11.0.0", legacy=True, cuda=cuda)
+    modern_named_10 = make_fake_tensorrt("10.99", legacy=False, cuda=cuda)
+    assert TensorRTFeatures.detect(legacy_named_11).weak_fp16
+    assert not TensorRTFeatures.detect(modern_named_10).implicit_int8
+
+
+def test_graph_precision_builds_strongly_typed_on_both_versions():
+    for features in (TRT10, TRT11):
+        for precision in ("fp16", "int8"):
+            plan = plan_build(precision, None, features)
+            assert plan.strongly_typed and plan.flags == () and plan.precision == precision
+
+
+def test_fp32_onnx_lowered_by_builder_flags_only_where_they_exist():
+    assert plan_build("fp32", "fp16", TRT10).flags == ("FP16",)
+    int8 = plan_build("fp32", "int8", TRT10)
+    assert int8.implicit_int8 and not int8.strongly_typed and int8.flags == ("INT8", "FP16")
+    for precision in ("fp16", "int8"):
+        with pytest.raises(UserError, match=f"msdeploy quantize MODEL.onnx --precision {precision}"):
+            plan_build("fp32", precision, TRT11)
+
+
+def test_a_precision_that_contradicts_the_graph_is_refused():
+    with pytest.raises(UserError, match="already fp16"):
+        plan_build("fp16", "fp32", TRT10)
+
+
+def test_default_profile_covers_128_to_1024_and_the_batches_asked():
+    meta = ModelMetadata("hierarchical", "pvt_v2_b0", [0.5, 1.0, 1.5], [32, 64, 160, 256], ["mask_logits"])
+    profile = resolve_profile(meta, EngineOptions(model=Path("m.onnx"), batches=(4, 1)))
+    assert (profile.min, profile.opt, profile.max) == ((1, 3, 128, 128), (1, 3, 352, 352), (4, 3, 1024, 1024))
+    with pytest.raises(UserError, match="sides >= 32"):
+        resolve_profile(meta, EngineOptions(model=Path("m.onnx"), min_shape=(1, 3, 16, 16)))
+    with pytest.raises(UserError, match="min <= opt <= max"):
+        resolve_profile(meta, EngineOptions(model=Path("m.onnx"), opt_shape=(1, 3, 2048, 352)))
+    static = ModelMetadata(**{**meta.__dict__, "static_size": [256, 256]})
+    assert resolve_profile(static, EngineOptions(model=Path("m.onnx"))).max == (1, 3, 256, 256)
+
+
+# ---- building ----
+
+
+def test_build_writes_engine_and_sidecar_and_reuses_the_timing_cache(model):
+    trt, cuda = fakes("11.0.0", legacy=False)
+    first = build_engine(EngineOptions(model=model, workspace=1 << 30, opt_level=4), trt=trt, cuda=cuda)
+    assert first.path == model.with_name("net.engine") and first.path.is_file()
+    side = json.loads(sidecar_path(first.path).read_text())
+    assert side["tensorrt"] == "11.0.0" and side["gpu"] == {"name": "Fake Orin", "compute_capability": "8.7"}
+    assert side["precision"] == "fp32" and side["typing"] == "strong"
+    assert side["onnx"]["sha256"] == json.loads(sidecar_path(model).read_text())["model_sha256"]
+    assert side["model"]["input_name"] == "image"
+    assert trt.recorder.network_flags == [1 << 1] and trt.recorder.builder_flags == []
+    assert trt.recorder.workspace == 1 << 30 and trt.recorder.opt_level == 4
+    assert trt.recorder.timing_cache_in == b""
+    assert first.timing_cache.read_bytes() == b"+timings"
+    # the engine file is the plan alone, no header of ours (trtexec and Triton load it)
+    assert json.loads(first.path.read_bytes())["fake_engine"] == "11.0.0"
+
+    with pytest.raises(UserError, match="already exists; pass --force"):
+        build_engine(EngineOptions(model=model), trt=trt, cuda=cuda)
+    build_engine(EngineOptions(model=model, force=True), trt=trt, cuda=cuda)
+    assert trt.recorder.timing_cache_in == b"+timings"  # loaded from the first build
+
+
+def test_weak_fp16_on_trt10_and_refusal_on_trt11(model):
+    trt, cuda = fakes("10.3.0", legacy=True)
+    result = build_engine(EngineOptions(model=model, precision="fp16"), trt=trt, cuda=cuda)
+    assert result.path.name == "net.fp16.engine" and result.sidecar["typing"] == "weak"
+    assert trt.recorder.network_flags == [0] and trt.recorder.builder_flags == ["FP16"]
+    trt11, cuda11 = fakes("11.0.0", legacy=False)
+    with pytest.raises(UserError, match="run `msdeploy quantize"):
+        build_engine(EngineOptions(model=model, precision="fp16", force=True), trt=trt11, cuda=cuda11)
+    assert trt11.recorder.builds == 0
+
+
+def test_fp16_graph_builds_strongly_typed_without_flags(model):
+    trt, cuda = fakes("10.3.0", legacy=True)
+    result = build_engine(EngineOptions(model=with_precision(model, "fp16")), trt=trt, cuda=cuda)
+    assert result.path.name == "net.fp16.engine" and result.sidecar["precision"] == "fp16"
+    assert trt.recorder.network_flags == [1 << 1] and trt.recorder.builder_flags == []
+
+
+def test_implicit_int8_calibrates_once_then_reuses_its_cache_and_refuses_a_stale_one(model, tmp_path):
+    calib = tmp_path / "calib"
+    write_dataset(calib, 5, size=(64, 64), seed=3)
+    trt, cuda = fakes("10.3.0", legacy=True)
+    options = EngineOptions(model=model, precision="int8", calib_data=calib / "images", calib_count=4)
+    first = build_engine(options, trt=trt, cuda=cuda)
+    assert trt.recorder.builder_flags == ["INT8", "FP16"] and trt.recorder.calibration_batches == 4
+    assert trt.recorder.calibration_profile == ((1, 3, 352, 352),) * 3
+    assert first.calibration_cache_reused is False
+
+    trt2, cuda2 = fakes("10.3.0", legacy=True)
+    second = build_engine(EngineOptions(**{**options.__dict__, "force": True}), trt=trt2, cuda=cuda2)
+    assert second.calibration_cache_reused is True
+    assert trt2.recorder.calibration_cache_read and trt2.recorder.calibration_batches == 0
+
+    with pytest.raises(UserError, match=r"stale.*count \(4 in the cache, 5 now\)"):
+        build_engine(EngineOptions(**{**options.__dict__, "calib_count": 5, "force": True}), trt=trt2, cuda=cuda2)
+
+
+def test_dla_needs_a_core_and_low_precision_and_falls_back_to_gpu(model):
+    trt, cuda = fakes("10.3.0", legacy=True, dla_cores=2)
+    with pytest.raises(UserError, match="DLA runs FP16 and INT8 only"):
+        build_engine(EngineOptions(model=model, dla_core=0), trt=trt, cuda=cuda)
+    build_engine(EngineOptions(model=model, precision="fp16", dla_core=1), trt=trt, cuda=cuda)
+    assert trt.recorder.dla == (1,) and "GPU_FALLBACK" in trt.recorder.builder_flags
+    nano, cuda_nano = fakes("10.3.0", legacy=True, dla_cores=0)
+    with pytest.raises(UserError, match="has 0 DLA core"):
+        build_engine(EngineOptions(model=model, precision="fp16", dla_core=0, force=True), trt=nano, cuda=cuda_nano)
+
+
+def test_parser_errors_and_missing_sidecar_are_reported(model, tmp_path):
+    trt, cuda = fakes()
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("{}")
+    shutil.copy(sidecar_path(model), sidecar_path(bad))
+    with pytest.raises(UserError, match="could not parse"):
+        build_engine(EngineOptions(model=bad), trt=trt, cuda=cuda)
+    lonely = tmp_path / "lonely.onnx"
+    shutil.copy(model, lonely)
+    with pytest.raises(UserError, match="no sidecar"):
+        build_engine(EngineOptions(model=lonely), trt=trt, cuda=cuda)
+
+
+# ---- running ----
+
+
+def ort_outputs(model: Path, x: np.ndarray) -> list[np.ndarray]:
+    return ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+
+
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_runner_moves_data_through_reused_buffers(model, cuda_graphs):
+    trt, cuda = fakes()
+    engine = build_engine(EngineOptions(model=model, max_shape=(2, 3, 256, 256)), trt=trt, cuda=cuda).path
+    runner = TensorRTRunner(str(engine), trt=trt, cuda=cuda, cuda_graphs=cuda_graphs)
+    assert [o.name for o in runner.outputs] == [o.name for o in ort.InferenceSession(str(model)).get_outputs()]
+    rng = np.random.default_rng(0)
+    small = rng.standard_normal((1, 3, 128, 160), dtype=np.float32)
+    large = rng.standard_normal((2, 3, 192, 192), dtype=np.float32)
+    for x in (small, small, large, small):
+        got = runner.infer(x)
+        for (name, value), want in zip(got.items(), ort_outputs(model, x)):
+            np.testing.assert_allclose(value, want, rtol=0, atol=1e-5, err_msg=name)
+        assert runner.last_gpu_ms == 1.5
+    mallocs = [c for c in cuda.calls if c.startswith("malloc")]
+    assert len(mallocs) == 2 * len(runner._buffers)  # grown once for `large`, reused for `small` after it
+    if cuda_graphs:
+        # captured for `small`, dropped when buffers grew, captured for `large`, then `small` again
+        assert cuda.calls.count("capture_begin") == 3 and cuda.calls.count("graph_launch") == 4
+        assert cuda.calls.count("graph_destroy") == 1
+    runner.close()
+    assert not cuda.memory
+
+
+def test_runner_checks_inputs_against_the_profile_before_running(model):
+    trt, cuda = fakes()
+    engine = build_engine(EngineOptions(model=model, max_shape=(2, 3, 256, 256)), trt=trt, cuda=cuda).path
+    runner = TensorRTRunner(str(engine), trt=trt, cuda=cuda)
+    with pytest.raises(UserError, match=r"1x3x512x512; this engine's profile allows 1x3x128x128 to 2x3x256x256"):
+        runner.infer(np.zeros((1, 3, 512, 512), np.float32))
+    with pytest.raises(UserError, match="dtype float64"):
+        runner.infer(np.zeros((1, 3, 128, 128)))
+    assert "h2d" not in cuda.calls
+
+
+def test_engine_from_another_tensorrt_or_gpu_is_refused_with_rebuild_advice(model):
+    trt, cuda = fakes("10.3.0")
+    engine = build_engine(EngineOptions(model=model), trt=trt, cuda=cuda).path
+    newer, _ = fakes("10.7.0")
+    with pytest.raises(UserError, match=r"built with TensorRT 10.3.0, this machine has 10.7.0.*msdeploy export engine"):
+        TensorRTRunner(str(engine), trt=newer, cuda=cuda)
+    other_gpu = FakeCuda(DeviceInfo("NVIDIA H200", "9.0"))
+    with pytest.raises(UserError, match=r"Fake Orin \(compute capability 8.7\), this GPU is NVIDIA H200"):
+        TensorRTRunner(str(engine), trt=trt, cuda=other_gpu)
+
+
+def test_runtime_load_dispatches_engines_and_needs_their_sidecar(model, tmp_path):
+    import runtime
+
+    lonely = tmp_path / "x.engine"
+    lonely.write_bytes(b"plan")
+    with pytest.raises(UserError, match="no sidecar"):
+        runtime.load(lonely)
+    trt, cuda = fakes()
+    engine = build_engine(EngineOptions(model=model), trt=trt, cuda=cuda).path
+    runner = runtime.load(engine, trt=trt, cuda=cuda)
+    assert runner.backend == "tensorrt" and runner.require_metadata().fusion == "hierarchical"
+
+
+def test_cli_export_engine_with_the_fake(model, monkeypatch):
+    import export.tensorrt_build as tb
+    from msdeploy.cli import main
+
+    trt, cuda = fakes("10.3.0")
+    monkeypatch.setattr(tb, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(tb, "CudaApi", lambda: cuda)
+    result = CliRunner().invoke(
+        main, ["export", "engine", str(model), "--precision", "fp16", "--batch", "1,4", "--workspace", "2G"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "net.fp16.engine" in result.output and "1x3x128x128 / 1x3x352x352 / 4x3x1024x1024" in result.output
+    assert trt.recorder.workspace == 2 << 30
+    bad = CliRunner().invoke(main, ["export", "engine", str(model), "--min-shape", "1x3x352"])
+    assert bad.exit_code == 2 and "must be Bx3xHxW" in bad.output
