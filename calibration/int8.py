@@ -43,6 +43,7 @@ class TargetLayout:
     activation: str  # "int8" (symmetric) or "uint8" (asymmetric)
     unquantized_outputs: tuple[str, ...]  # op types whose outputs stay FP32
     quantize_bias: bool
+    quantize_attention: bool  # MatMuls of two activations (Q.K^T, attention.V)
 
     @property
     def dq_only_into_quantized_ops(self) -> bool:
@@ -50,11 +51,19 @@ class TargetLayout:
 
 
 LAYOUTS = {
-    "tensorrt": TargetLayout(TENSORRT_OPS, "int8", unquantized_outputs=TENSORRT_OPS, quantize_bias=False),
+    # Attention MatMuls (both inputs activations) stay in float by default: quantizing them cost the
+    # trained demo model most of its mask agreement (benchmarks/bench_accuracy.py), and TensorRT
+    # runs attention in its own fused FP16 kernels anyway.
+    "tensorrt": TargetLayout(
+        TENSORRT_OPS, "int8", unquantized_outputs=TENSORRT_OPS, quantize_bias=False, quantize_attention=False
+    ),
     # Conv outputs quantized: ONNX Runtime fuses DQ-Conv-Q into QLinearConv only then. MatMul outputs
     # FP32: DQ-MatMul becomes MatMulIntegerToFloat, and the attention Softmax after it stays FP32
     # (its QLinear kernel ran 6x slower than the FP32 one here).
-    "cpu": TargetLayout(CPU_OPS, "uint8", unquantized_outputs=("MatMul", "Gemm"), quantize_bias=True),
+    # Attention MatMuls quantized: the CPU layout is for speed (MatMulIntegerToFloat).
+    "cpu": TargetLayout(
+        CPU_OPS, "uint8", unquantized_outputs=("MatMul", "Gemm"), quantize_bias=True, quantize_attention=True
+    ),
 }
 
 
@@ -173,14 +182,25 @@ def select_excluded(node_names: Iterable[str], patterns: Sequence[str]) -> list[
     return chosen
 
 
+def attention_matmuls(graph) -> list[str]:
+    """MatMul nodes whose inputs are both activations (no initializer or Constant): in this network,
+    the attention score and context products of every transformer block."""
+    constants = {i.name for i in graph.initializer} | {
+        o for n in graph.node if n.op_type == "Constant" for o in n.output
+    }
+    return [n.name for n in graph.node if n.op_type == "MatMul" and not constants.intersection(n.input)]
+
+
 def quantize_model(
     model_path: str | Path,
     ranges: dict[str, tuple[float, float]],
     target: str = "tensorrt",
     exclude: Sequence[str] = (),
     method: str = "entropy",
+    quantize_attention: bool | None = None,
 ):
-    """The Q/DQ model (onnx.ModelProto) for `target` from calibrated `ranges`."""
+    """The Q/DQ model (onnx.ModelProto) for `target` from calibrated `ranges`. `quantize_attention`
+    None: the target's default (see LAYOUTS)."""
     import onnx
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.calibrate import TensorData, TensorsData
@@ -192,6 +212,8 @@ def quantize_model(
     layout = LAYOUTS[target]
     model = load_model_with_shape_infer(Path(model_path))
     excluded = select_excluded((n.name for n in model.graph.node), exclude)
+    if not (layout.quantize_attention if quantize_attention is None else quantize_attention):
+        excluded += [n for n in attention_matmuls(model.graph) if n not in excluded]
     _private_weights(model, excluded)
     ranges_np = {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for k, (lo, hi) in ranges.items()}
     activation = QuantType.QInt8 if layout.activation == "int8" else QuantType.QUInt8

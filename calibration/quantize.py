@@ -45,6 +45,7 @@ class Int8Options:
     seed: int = 0
     size: tuple[int, int] | None = None  # default: the model's default size
     exclude: tuple[str, ...] = ()
+    quantize_attention: bool | None = None  # None: the target's default (tensorrt no, cpu yes)
     output: Path | None = None
     calib_cache: Path | None = None
     recalibrate: bool = False
@@ -113,7 +114,9 @@ def quantize_int8(
         say(f"saved calibration cache {cache}")
 
     say(f"writing Q/DQ nodes for target {options.target}")
-    model = quantize_model(model_path, ranges, options.target, options.exclude, options.method)
+    model = quantize_model(
+        model_path, ranges, options.target, options.exclude, options.method, options.quantize_attention
+    )
     if options.target == "tensorrt":
         problems = tensorrt_qdq_problems(model)
         if problems:
@@ -144,6 +147,7 @@ def quantize_int8(
                 "target": options.target,
                 "method": options.method,
                 "exclude": list(options.exclude),
+                "quantize_attention": options.quantize_attention,
                 "calibration": key.as_dict(),
                 "cache": cache.name,
                 "layout": dataclasses.asdict(LAYOUTS[options.target]),

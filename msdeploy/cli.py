@@ -319,6 +319,12 @@ def parity(model, sizes, batches, weights, as_json) -> None:
     help="INT8: node names (globs) left in FP32; repeat the option. See `msdeploy accuracy --sensitivity`.",
 )
 @click.option(
+    "--quantize-attention/--float-attention",
+    default=None,
+    help="INT8: quantize the attention MatMuls (two activations) too. Default: float for tensorrt "
+    "(accuracy), quantized for cpu (speed).",
+)
+@click.option(
     "--target",
     type=click.Choice(["tensorrt", "cpu"]),
     default="tensorrt",
@@ -349,6 +355,7 @@ def quantize(
     seed,
     size,
     exclude,
+    quantize_attention,
     target,
     calib_cache,
     recalibrate,
@@ -376,6 +383,7 @@ def quantize(
             seed=seed,
             size=size,
             exclude=tuple(exclude),
+            quantize_attention=quantize_attention,
             output=Path(output) if output else None,
             calib_cache=Path(calib_cache) if calib_cache else None,
             recalibrate=recalibrate,

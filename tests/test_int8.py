@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import runtime
-from calibration.int8 import TENSORRT_OPS, quantized_node_count, tensorrt_qdq_problems
+from calibration.int8 import TENSORRT_OPS, attention_matmuls, quantized_node_count, tensorrt_qdq_problems
 from calibration.quantize import Int8Options, quantize_int8
 from calibration.synthetic import write_dataset
 from runtime.errors import UserError
@@ -36,7 +36,7 @@ def tensorrt_int8(workspace):
     return quantize_int8(options(workspace))
 
 
-def test_tensorrt_qdq_graph_properties(tensorrt_int8):
+def test_tensorrt_qdq_graph_properties(workspace, tensorrt_int8):
     import onnx
     from onnx import numpy_helper
 
@@ -65,6 +65,10 @@ def test_tensorrt_qdq_graph_properties(tensorrt_int8):
     assert not dq_outputs & {o.name for o in model.graph.output}  # no quantized graph output
     for name in dq_outputs:
         assert {c.op_type for c in consumers[name]} <= set(TENSORRT_OPS)
+    # attention MatMuls (two activations) stay float by default for TensorRT: 2 per block, 3 scales
+    names = set(attention_matmuls(onnx.load(str(workspace[0])).graph))
+    attention = [n for n in model.graph.node if n.name in names]
+    assert len(attention) == 2 * 8 * 3 and not any(set(n.input) & dq_outputs for n in attention)
     runner = runtime.load(tensorrt_int8.path)
     assert runner.require_metadata().precision == "int8"
     assert all(t.dtype == np.float32 for t in runner.inputs + runner.outputs)
@@ -94,6 +98,9 @@ def test_cpu_target_uses_uint8_activations(workspace, monkeypatch):
         inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits
     ]
     assert activation_zps and all(zp.dtype == np.uint8 for zp in activation_zps)
+    dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    attention = set(attention_matmuls(onnx.load(str(workspace[0])).graph))
+    assert all(set(n.input) <= dq_outputs for n in model.graph.node if n.name in attention)  # quantized for speed
     assert runtime.load(result.path).infer(np.zeros((1, 3, *SIZE), np.float32))["mask_logits"].shape == (1, 1, *SIZE)
 
 
