@@ -26,7 +26,7 @@ from runtime.files import write_bytes_atomic, write_json_atomic  # noqa: E402
 from runtime.timing import time_interleaved  # noqa: E402
 
 
-def ensure_models(backbone: str, fusion: str, work: Path, calib: Path, method: str) -> tuple[Path, Path]:
+def ensure_models(backbone: str, fusion: str, work: Path, calib: Path, method: str, count: int) -> tuple[Path, Path]:
     from calibration.quantize import Int8Options, quantize_int8
     from export.onnx_export import ExportOptions, export_onnx
 
@@ -34,7 +34,11 @@ def ensure_models(backbone: str, fusion: str, work: Path, calib: Path, method: s
     if not fp32.exists():
         export_onnx(ExportOptions(backbone=backbone, fusion=fusion, output=fp32))
     int8 = work / f"{backbone}_{fusion}.int8-cpu.onnx"
-    quantize_int8(Int8Options(model=fp32, calib_data=calib, method=method, target="cpu", output=int8, force=True))
+    quantize_int8(
+        Int8Options(
+            model=fp32, calib_data=calib, method=method, calib_count=count, target="cpu", output=int8, force=True
+        )
+    )
     return fp32, int8
 
 
@@ -87,7 +91,9 @@ def main() -> None:
     if not calib.exists():
         write_dataset(calib, args.calib_count, size=(args.size, args.size), seed=1)
     fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
-    models = {f: ensure_models(args.backbone, f, args.work, calib / "images", args.method) for f in fusions}
+    models = {
+        f: ensure_models(args.backbone, f, args.work, calib / "images", args.method, args.calib_count) for f in fusions
+    }
 
     x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size), dtype=np.float32)
     fns = {}

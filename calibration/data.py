@@ -61,8 +61,10 @@ def load_calibration_set(
     count: int | None = None,
     seed: int = 0,
     size: tuple[int, int] | None = None,
+    first: int | None = None,
 ) -> CalibrationSet:
-    chosen = choose_subset(list_images(folder), count, seed)
+    """The seeded subset of `count` images, preprocessed; `first`: read only the subset's first N."""
+    chosen = choose_subset(list_images(folder), count, seed)[:first]
     feeds, used, skipped = [], [], []
     for path in chosen:
         try:

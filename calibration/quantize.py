@@ -39,7 +39,7 @@ VERIFY_IMAGES = 4  # calibration images the written model is checked on
 class Int8Options:
     model: Path
     calib_data: Path | None
-    method: str = "entropy"
+    method: str = "percentile"  # the best of the three on both demo models (docs/results/accuracy-demo-*)
     target: str = "tensorrt"
     calib_count: int | None = 64
     seed: int = 0
@@ -129,7 +129,10 @@ def quantize_int8(
     verify_feeds = (
         calib_set.feeds
         if calib_set
-        else load_calibration_set(options.calib_data, meta, count=VERIFY_IMAGES, seed=options.seed, size=size).feeds
+        # the same images as after a fresh calibration: the gate must not depend on the cache
+        else load_calibration_set(
+            options.calib_data, meta, count=options.calib_count, seed=options.seed, size=size, first=VERIFY_IMAGES
+        ).feeds
     )[:VERIFY_IMAGES]
     reference = runtime.load(model_path, providers=["CPUExecutionProvider"])
     int8_meta = dataclasses.replace(meta, precision="int8", parity={})

@@ -305,7 +305,7 @@ def parity(model, sizes, batches, weights, as_json) -> None:
 @click.option(
     "--method",
     type=click.Choice(["entropy", "max", "percentile"]),
-    default="entropy",
+    default="percentile",
     show_default=True,
     help="INT8: how activation ranges are chosen from the calibration data.",
 )

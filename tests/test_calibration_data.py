@@ -71,6 +71,9 @@ def test_calibration_folder(tmp_path):
     assert choose_subset(files, 99, seed=5) == files
     with pytest.raises(UserError, match="at least 1"):
         choose_subset(files, 0, seed=5)
+    # the INT8 write gate reads the subset's first images, whether or not calibration ran
+    head = load_calibration_set(images, _meta(), count=5, seed=2, size=(64, 64), first=2)
+    assert head.files == choose_subset(files, 5, seed=2)[:2]
 
 
 @pytest.mark.parametrize(

@@ -260,3 +260,25 @@ def test_cli_export_engine_with_the_fake(model, monkeypatch):
     assert trt.recorder.workspace == 2 << 30
     bad = CliRunner().invoke(main, ["export", "engine", str(model), "--min-shape", "1x3x352"])
     assert bad.exit_code == 2 and "must be Bx3xHxW" in bad.output
+
+
+@pytest.mark.slow
+def test_selftest_orchestration_with_the_fake(tmp_path, monkeypatch):
+    """`msdeploy selftest --gpu` end to end on the fake: exports, FP16/INT8 variants, engines, parity
+    against PyTorch (the fake runs each ONNX with ONNX Runtime) and the report. Checks the plumbing."""
+    import export.tensorrt_build as tb
+    import runtime.cuda
+    import runtime.tensorrt_backend as tbe
+    import runtime.tensorrt_common as tc
+    from msdeploy.commands.selftest import run_selftest
+
+    trt, cuda = fakes("10.3.0")
+    for module in (tb, tbe, tc):
+        monkeypatch.setattr(module, "import_tensorrt", lambda: trt)
+    for module in (tb, tbe, runtime.cuda):
+        monkeypatch.setattr(module, "CudaApi", lambda: cuda)
+    passed = run_selftest(tmp_path / "work", tmp_path / "results", ("hierarchical",), 3, "test", cuda_graphs=True)
+    report = json.loads((tmp_path / "results" / "tensorrt-selftest-fake-orin.json").read_text())
+    assert [r["precision"] for r in report["rows"]] == ["fp32", "fp16", "int8"]
+    assert passed and all(r["parity_passed"] for r in report["rows"])
+    assert (tmp_path / "results" / "tensorrt-selftest-fake-orin.md").read_text().count("| hierarchical |") == 3
