@@ -59,7 +59,8 @@ def build_variants(fusion: str, work: Path, calib: Path) -> tuple[list[Path], li
                 )
             )
         except VerificationError as exc:  # the write gate refused it: a result to report, not a crash
-            refused.append({"model": name, "reason": str(exc)[:300]})
+            failing = [line for line in str(exc).splitlines() if line.endswith("FAIL")]
+            refused.append({"model": name, "reason": "; ".join(failing) or str(exc)[:300]})
             continue
         paths.append(r.path)
         names.append(name)
