@@ -26,9 +26,9 @@ from calibration.int8 import (
     tensorrt_qdq_problems,
 )
 from export.parity import ParityReport
-from export.precision import default_output, fp32_source, model_sha256
+from export.precision import default_output, fp32_source
 from runtime.errors import UserError, VerificationError
-from runtime.metadata import ModelMetadata, check_model_output, sidecar_path
+from runtime.metadata import ModelMetadata, check_model_output, model_sha256, sidecar_path
 
 log = logging.getLogger("msdeploy")
 

@@ -17,8 +17,7 @@ from pathlib import Path
 from export.onnx_export import verification_shapes, write_verified_model
 from export.parity import ParityReport, rebuild_reference, reference_fn
 from runtime.errors import UserError
-from runtime.files import sha256_file
-from runtime.metadata import ModelMetadata, check_model_output, read_sidecar, sidecar_path
+from runtime.metadata import ModelMetadata, check_model_output, model_sha256, sidecar_path
 
 log = logging.getLogger("msdeploy")
 
@@ -66,11 +65,6 @@ def fp32_source(model_path: Path) -> ModelMetadata:
     if meta.precision != "fp32":
         raise UserError(f"{model_path} is already {meta.precision}; convert the FP32 model instead")
     return meta
-
-
-def model_sha256(model_path: Path) -> str:
-    """A model file's sha256, from its sidecar when it has one (no need to hash 170 MB again)."""
-    return (read_sidecar(model_path) or {}).get("model_sha256") or sha256_file(model_path)
 
 
 def _detach_consumed_outputs(model) -> None:

@@ -25,8 +25,8 @@ import numpy as np
 
 from runtime.cuda import CudaApi, DeviceBuffer
 from runtime.errors import UserError
-from runtime.files import sha256_file, write_bytes_atomic, write_json_atomic
-from runtime.metadata import ModelMetadata, check_model_output, read_sidecar, sidecar_path
+from runtime.files import write_bytes_atomic, write_json_atomic
+from runtime.metadata import ModelMetadata, check_model_output, model_sha256, read_sidecar, sidecar_path
 from runtime.tensorrt_common import ENGINE_FORMAT, TensorRTFeatures, import_tensorrt, make_logger
 
 if TYPE_CHECKING:  # the tensorrt-stubs package: mypy checks our calls against TensorRT's API
@@ -245,7 +245,7 @@ def build_engine(
     if not model.is_file():
         raise UserError(f"model file not found: {model}")
     meta = model_metadata(model)
-    onnx_sha256 = (read_sidecar(model) or {}).get("model_sha256") or sha256_file(model)
+    onnx_sha256 = model_sha256(model)
     trt = trt or import_tensorrt()
     features = TensorRTFeatures.detect(trt)
     plan = plan_build(meta.precision, options.precision, features)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from runtime.errors import UserError
+from runtime.files import check_output_path, sha256_file
 
 FORMAT = "msdeploy-model/1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -86,8 +87,6 @@ def sidecar_path(model_path: str | Path) -> Path:
 
 def check_model_output(model_path: str | Path, force: bool) -> Path:
     """A model output path that may be written: neither the model nor its sidecar in the way."""
-    from runtime.files import check_output_path
-
     path = check_output_path(model_path, force, what="output")
     if sidecar_path(path).exists() and not force:
         raise UserError(f"sidecar {sidecar_path(path)} already exists; pass --force to overwrite it")
@@ -102,3 +101,8 @@ def read_sidecar(model_path: str | Path) -> dict | None:
         return json.loads(path.read_text())
     except ValueError as exc:
         raise UserError(f"sidecar {path} is not valid JSON: {exc}") from exc
+
+
+def model_sha256(model_path: str | Path) -> str:
+    """A model file's sha256, from its sidecar when it has one (no need to hash 170 MB again)."""
+    return (read_sidecar(model_path) or {}).get("model_sha256") or sha256_file(model_path)
