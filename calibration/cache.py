@@ -42,6 +42,15 @@ class CacheKey:
         return d
 
 
+def cache_key(model_sha256: str, settings: CalibrationSettings, folder: str | Path) -> tuple[CacheKey, list[Path]]:
+    """The key for calibrating on `folder`, and the images `settings` chooses there (count, seed).
+    The fingerprint comes from a folder listing only: a valid cache is used without reading any image."""
+    from calibration.data import choose_subset, data_fingerprint, list_images
+
+    files = choose_subset(list_images(folder), settings.count, settings.seed)
+    return CacheKey(model_sha256, settings, data_fingerprint(files, folder)), files
+
+
 def default_cache_path(model_path: str | Path, method: str) -> Path:
     """Beside the FP32 model, one per method: every target (tensorrt, cpu) and every rerun shares it."""
     model_path = Path(model_path)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.cache import CacheKey, CalibrationSettings, default_cache_path, load_cache, save_cache
-from calibration.data import choose_subset, data_fingerprint, list_images, load_calibration_set
+from calibration.cache import CalibrationSettings, cache_key, default_cache_path, load_cache, save_cache
+from calibration.data import load_calibration_set
 from calibration.int8 import (
     CALIBRATED_OPS,
     LAYOUTS,
@@ -92,12 +92,10 @@ def quantize_int8(
         raise UserError("INT8 needs calibration images: pass --calib-data DIR (msdeploy data synth DIR makes some)")
     size = tuple(meta.static_size or options.size or meta.default_size)
 
-    # The key is computed from a folder listing only: a valid cache is used without reading any image.
-    files = choose_subset(list_images(options.calib_data), options.calib_count, options.seed)
     settings = CalibrationSettings(
         method=options.method, count=options.calib_count, seed=options.seed, size=size, calibrated_ops=CALIBRATED_OPS
     )
-    key = CacheKey(model_sha256(model_path), settings, data_fingerprint(files, options.calib_data))
+    key, files = cache_key(model_sha256(model_path), settings, options.calib_data)
     cache = Path(options.calib_cache or default_cache_path(model_path, options.method))
     ranges = None if options.recalibrate else load_cache(cache, key)
     reused = ranges is not None

@@ -27,7 +27,7 @@ from runtime.cuda import CudaApi, DeviceBuffer
 from runtime.errors import UserError
 from runtime.files import write_bytes_atomic, write_json_atomic
 from runtime.metadata import ModelMetadata, check_model_output, model_sha256, read_sidecar, sidecar_path
-from runtime.tensorrt_common import ENGINE_FORMAT, TensorRTFeatures, import_tensorrt, make_logger
+from runtime.tensorrt_common import ENGINE_FORMAT, TensorRTFeatures, format_shape, import_tensorrt, make_logger
 
 if TYPE_CHECKING:  # the tensorrt-stubs package: mypy checks our calls against TensorRT's API
     import tensorrt as trt_api
@@ -165,24 +165,20 @@ def resolve_profile(meta: ModelMetadata, options: EngineOptions) -> Profile:
     profile = Profile(meta.input_name, lo_shape, opt_shape, hi_shape)
     for label, shape in (("min", profile.min), ("opt", profile.opt), ("max", profile.max)):
         if len(shape) != 4 or shape[1] != 3:
-            raise UserError(f"--{label}-shape {_fmt(shape)} must be Bx3xHxW")
+            raise UserError(f"--{label}-shape {format_shape(shape)} must be Bx3xHxW")
         if min(shape[2:]) < meta.min_size:
-            raise UserError(f"--{label}-shape {_fmt(shape)}: the model needs sides >= {meta.min_size}")
+            raise UserError(f"--{label}-shape {format_shape(shape)}: the model needs sides >= {meta.min_size}")
         if meta.static_size and list(shape[2:]) != list(meta.static_size):
             raise UserError(
-                f"--{label}-shape {_fmt(shape)}: this ONNX was exported for "
+                f"--{label}-shape {format_shape(shape)}: this ONNX was exported for "
                 f"{meta.static_size[0]}x{meta.static_size[1]} only; export without --static for other sizes"
             )
     if not all(a <= b <= c for a, b, c in zip(profile.min, profile.opt, profile.max)):
         raise UserError(
-            f"profile must satisfy min <= opt <= max on every axis, got min {_fmt(profile.min)}, "
-            f"opt {_fmt(profile.opt)}, max {_fmt(profile.max)}"
+            f"profile must satisfy min <= opt <= max on every axis, got min {format_shape(profile.min)}, "
+            f"opt {format_shape(profile.opt)}, max {format_shape(profile.max)}"
         )
     return profile
-
-
-def _fmt(shape: Sequence[int]) -> str:
-    return "x".join(map(str, shape))
 
 
 def default_engine_path(model: Path, precision: str, graph_precision: str) -> Path:
@@ -257,7 +253,8 @@ def build_engine(
         raise UserError("DLA runs FP16 and INT8 only; build an FP16 or INT8 model for --dla-core")
     if options.opt_level is not None and not 0 <= options.opt_level <= 5:
         raise UserError(f"--opt-level must be 0..5, got {options.opt_level}")
-    if plan.implicit_int8 and options.calib_data is None and options.calib_cache is None:
+    if plan.implicit_int8 and options.calib_data is None:
+        # also with a cache: its key holds a fingerprint of the images it was made from
         raise UserError("implicit INT8 needs calibration images: pass --calib-data DIR")
     cuda = cuda or CudaApi()
     device = cuda.device()
@@ -313,7 +310,7 @@ def build_engine(
     if not config.set_timing_cache(timing_cache, False):
         raise UserError(f"timing cache {timing_cache_path} does not match this TensorRT or GPU; delete it")
     say(
-        f"building {plan.precision} engine, profile {_fmt(profile.min)} .. {_fmt(profile.max)} "
+        f"building {plan.precision} engine, profile {format_shape(profile.min)} .. {format_shape(profile.max)} "
         f"(timing cache {'reused' if cache_bytes else 'new'}: {timing_cache_path})"
     )
     start = time.perf_counter()
@@ -363,8 +360,8 @@ class _ImplicitCalibration:
     """The legacy TensorRT-10 INT8 path: images, a keyed cache (ours, wrapping TensorRT's), the calibrator."""
 
     def __init__(self, trt, cuda, model: Path, onnx_sha256: str, meta: ModelMetadata, profile: Profile, options, say):
-        from calibration.cache import CacheKey, CalibrationSettings, load_tensorrt_cache
-        from calibration.data import choose_subset, data_fingerprint, list_images, load_calibration_set
+        from calibration.cache import CalibrationSettings, cache_key, load_tensorrt_cache
+        from calibration.data import load_calibration_set
 
         self.shape = (1, 3, *profile.opt[2:])
         self.path = Path(options.calib_cache or model.with_name(f"{model.name}.calib-tensorrt-implicit.json"))
@@ -375,21 +372,13 @@ class _ImplicitCalibration:
             size=(profile.opt[2], profile.opt[3]),
             calibrated_ops=("tensorrt-implicit",),
         )
-        files = (
-            choose_subset(list_images(options.calib_data), options.calib_count, options.calib_seed)
-            if options.calib_data
-            else []
-        )
-        fingerprint = data_fingerprint(files, options.calib_data) if options.calib_data else ""
-        self.key = CacheKey(onnx_sha256, settings, fingerprint)
+        self.key, _ = cache_key(onnx_sha256, settings, options.calib_data)
         cached = None if options.recalibrate else load_tensorrt_cache(self.path, self.key)
         self.reused = cached is not None
         batches: list[np.ndarray] = []
         if cached is not None:
             say(f"reusing calibration cache {self.path} (no image read, no calibration run)")
         else:
-            if options.calib_data is None:
-                raise UserError(f"no valid calibration cache at {self.path}; pass --calib-data DIR")
             calib = load_calibration_set(
                 options.calib_data, meta, count=options.calib_count, seed=options.calib_seed, size=settings.size
             )

@@ -62,14 +62,6 @@ class OnnxRuntimeRunner(Runner):
         self._outputs = [_spec(o) for o in self.session.get_outputs()]
         self.providers = self.session.get_providers()
 
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [o.name for o in self._outputs]
         return dict(zip(names, self.session.run(names, feed)))

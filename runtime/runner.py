@@ -42,13 +42,17 @@ class Runner(ABC):
             raise not_ours(self.path)
         return self.metadata
 
-    @property
-    @abstractmethod
-    def inputs(self) -> list[TensorSpec]: ...
+    # set by each backend from the model it loaded
+    _inputs: list[TensorSpec]
+    _outputs: list[TensorSpec]
 
     @property
-    @abstractmethod
-    def outputs(self) -> list[TensorSpec]: ...
+    def inputs(self) -> list[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self._outputs
 
     @abstractmethod
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...

@@ -23,7 +23,14 @@ import numpy as np
 from runtime.cuda import CudaApi, DeviceBuffer
 from runtime.errors import UserError
 from runtime.runner import Runner, TensorSpec
-from runtime.tensorrt_common import dims, engine_metadata, import_tensorrt, make_logger, read_engine_sidecar
+from runtime.tensorrt_common import (
+    dims,
+    engine_metadata,
+    format_shape,
+    import_tensorrt,
+    make_logger,
+    read_engine_sidecar,
+)
 
 if TYPE_CHECKING:  # the tensorrt-stubs package: mypy checks our calls against TensorRT's API
     import tensorrt as trt_api
@@ -103,22 +110,14 @@ class TensorRTRunner(Runner):
                 "%s was built on %s, running on %s: rebuild for best speed", self.path, built["name"], here.name
             )
 
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
     def check_feed(self, feed: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         checked = super().check_feed(feed)
         for name, array in checked.items():
             lo, _, hi = self.profile[name]
             if any(not a <= s <= b for a, s, b in zip(lo, array.shape, hi)):
                 raise UserError(
-                    f"input {name} has shape {'x'.join(map(str, array.shape))}; this engine's profile allows "
-                    f"{'x'.join(map(str, lo))} to {'x'.join(map(str, hi))}. Resize the image, or rebuild with "
+                    f"input {name} has shape {format_shape(array.shape)}; this engine's profile allows "
+                    f"{format_shape(lo)} to {format_shape(hi)}. Resize the image, or rebuild with "
                     "msdeploy export engine --min-shape/--max-shape"
                 )
         return checked
@@ -145,18 +144,19 @@ class TensorRTRunner(Runner):
             self._drop_graphs()
         return outputs
 
+    def _enqueue(self) -> None:
+        if not self.context.execute_async_v3(self.stream):
+            raise RuntimeError(f"TensorRT failed to run {self.path} (see the TensorRT log, -v)")
+
     def _execute(self, shape_key: tuple) -> None:
         if not self.cuda_graphs:
-            if not self.context.execute_async_v3(self.stream):
-                raise RuntimeError(f"TensorRT failed to run {self.path} (see the TensorRT log, -v)")
+            self._enqueue()
             return
         graph = self._graphs.get(shape_key)
         if graph is None:
-            # one run outside the capture first: TensorRT allocates and sets up on the first enqueue
-            if not self.context.execute_async_v3(self.stream):
-                raise RuntimeError(f"TensorRT failed to run {self.path} (see the TensorRT log, -v)")
+            self._enqueue()  # one run outside the capture first: TensorRT sets up on the first enqueue
             self.cuda.capture_begin(self.stream)
-            self.context.execute_async_v3(self.stream)
+            self._enqueue()
             graph = self._graphs[shape_key] = self.cuda.capture_end(self.stream)
         self.cuda.graph_launch(graph, self.stream)
 

@@ -53,6 +53,11 @@ class TensorRTFeatures:
         )
 
 
+def format_shape(shape) -> str:
+    """(1, 3, 352, 352) -> '1x3x352x352', the form the CLI takes shapes in."""
+    return "x".join(map(str, shape))
+
+
 def dims(value) -> tuple[int, ...]:
     """A trt.Dims (or any sequence) as a tuple of ints, through len/getitem (what the stubs declare)."""
     return tuple(int(value[i]) for i in range(len(value)))

@@ -151,6 +151,8 @@ def test_implicit_int8_calibrates_once_then_reuses_its_cache_and_refuses_a_stale
     assert second.calibration_cache_reused is True
     assert trt2.recorder.calibration_cache_read and trt2.recorder.calibration_batches == 0
 
+    with pytest.raises(UserError, match="needs calibration images"):  # the cache key needs the images' fingerprint
+        build_engine(EngineOptions(model=model, precision="int8", force=True), trt=trt2, cuda=cuda2)
     with pytest.raises(UserError, match=r"stale.*count \(4 in the cache, 5 now\)"):
         build_engine(EngineOptions(**{**options.__dict__, "calib_count": 5, "force": True}), trt=trt2, cuda=cuda2)
 

@@ -74,6 +74,7 @@ def run_selftest(
     from runtime.environment import stamp
     from runtime.files import write_bytes_atomic, write_json_atomic
     from runtime.tensorrt_backend import TensorRTRunner
+    from runtime.tensorrt_common import format_shape
 
     trt, device = _require_gpu_stack()
     work.mkdir(parents=True, exist_ok=True)
@@ -130,9 +131,9 @@ def run_selftest(
     print_table(f"TensorRT {trt.__version__} on {device.name}", header, table, right=(3, 4, 5, 6, 7))
     slug = re.sub(r"[^a-z0-9]+", "-", device.name.lower()).strip("-")
     notes = (
-        f"Latency at {'x'.join(map(str, LATENCY_SHAPE))}, median of {iterations} runs: GPU ms from CUDA events "
+        f"Latency at {format_shape(LATENCY_SHAPE)}, median of {iterations} runs: GPU ms from CUDA events "
         f"around execution only; end-to-end ms includes host-device copies. CUDA graphs: {cuda_graphs}.\n"
-        f"Parity shapes: {', '.join('x'.join(map(str, s)) for s in SHAPES)} (pvt_v2_b0 demo checkpoint).\n"
+        f"Parity shapes: {', '.join(format_shape(s) for s in SHAPES)} (pvt_v2_b0 demo checkpoint).\n"
     )
     md = [stamp(command), "", notes, "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(map(str, row)) + " |" for row in table]

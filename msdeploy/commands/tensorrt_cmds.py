@@ -7,6 +7,7 @@ from msdeploy.output import console, print_table, progress_status
 
 def run_build_engine(options) -> None:
     from export.tensorrt_build import build_engine
+    from runtime.tensorrt_common import format_shape
 
     with progress_status("building a TensorRT engine") as progress:
         result = build_engine(options, progress=progress)
@@ -24,7 +25,7 @@ def run_build_engine(options) -> None:
             ("GPU", f"{side['gpu']['name']} (compute capability {side['gpu']['compute_capability']})"),
             ("precision", f"{side['precision']} ({side['typing']}ly typed)"),
             ("builder flags", ", ".join(side["builder_flags"]) or "-"),
-            ("profile", " / ".join("x".join(map(str, profile[k])) for k in ("min", "opt", "max"))),
+            ("profile", " / ".join(format_shape(profile[k]) for k in ("min", "opt", "max"))),
             ("ONNX", f"{side['onnx']['file']} (sha256 {side['onnx']['sha256'][:12]})"),
             ("build time", f"{result.seconds:.1f} s"),
             ("timing cache", str(result.timing_cache)),
