@@ -27,6 +27,9 @@ class CalibrationSettings:
     percentile: float = 99.99
     num_bins: int = 512
     calibrated_ops: tuple[str, ...] = ()
+    # images per onnxruntime collect_data call: histograms are re-binned when a later pass widens
+    # the range, so entropy and percentile results depend on it (max does not)
+    images_per_pass: int = 4
 
 
 @dataclass(frozen=True)

@@ -79,9 +79,6 @@ def _ort_method(method: str):
     }[method]
 
 
-CALIBRATION_CHUNK = 4  # images per onnxruntime collect_data call
-
-
 class _FeedReader:
     """onnxruntime's CalibrationDataReader protocol over a list of feeds, reporting progress;
     `chunk(n)` limits it to the next n feeds (get_next returns None after them)."""
@@ -142,7 +139,7 @@ def calibrate(
         reader = _FeedReader(feeds, progress)
         with contextlib.redirect_stdout(io.StringIO()):
             while reader.remaining():
-                calibrator.collect_data(reader.chunk(CALIBRATION_CHUNK))
+                calibrator.collect_data(reader.chunk(settings.images_per_pass))
             data = calibrator.compute_data()
     ranges = {}
     for name, tensor in data.data.items():
@@ -151,27 +148,29 @@ def calibrate(
     return ranges
 
 
-def _private_weights(model, node_names: Sequence[str]) -> None:
-    """Give excluded nodes their own copy of weights they share with quantized nodes (the backbone
-    runs once per scale, so each weight has three readers): otherwise onnxruntime quantizes the
-    shared initializer and the excluded node reads rounded weights too."""
-    if not node_names:
-        return
+def _private_weights(model, stays_float: Callable[[object], bool]) -> None:
+    """Give the nodes that stay float one FP32 copy of each initializer they share with a quantized
+    node. onnxruntime quantizes a shared initializer and points every reader at its dequantized
+    value, so the float node would read rounded weights, and its DequantizeLinear, not being part of
+    a fused op, would run on every inference. Sharing comes from the backbone running once per scale
+    (an excluded layer reads the same weights as the quantized copies) and from onnxslim merging
+    equal initializers (a LayerNorm bias of zeros and a Linear bias of zeros in a fresh model)."""
     inits = {i.name: i for i in model.graph.initializer}
-    readers: dict[str, int] = {}
+    quantized_reads = {
+        name for node in model.graph.node if not stays_float(node) for name in node.input if name in inits
+    }
+    copies: dict[str, str] = {}
     for node in model.graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
-    chosen = set(node_names)
-    for node in model.graph.node:
-        if node.name not in chosen:
+        if not stays_float(node):
             continue
         for i, name in enumerate(node.input):
-            if name in inits and readers[name] > 1:
+            if name not in quantized_reads:
+                continue
+            if name not in copies:
                 copy = model.graph.initializer.add()
                 copy.CopyFrom(inits[name])
-                copy.name = f"{name}__fp32_{node.name}"
-                node.input[i] = copy.name
+                copy.name = copies[name] = f"{name}__fp32"
+            node.input[i] = copies[name]
 
 
 @contextlib.contextmanager
@@ -231,7 +230,8 @@ def quantize_model(
     excluded = select_excluded((n.name for n in model.graph.node), exclude)
     if not (layout.quantize_attention if quantize_attention is None else quantize_attention):
         excluded += [n for n in attention_matmuls(model.graph) if n not in excluded]
-    _private_weights(model, excluded)
+    excluded_set = set(excluded)
+    _private_weights(model, lambda n: n.name in excluded_set or n.op_type not in layout.op_types)
     ranges_np = {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for k, (lo, hi) in ranges.items()}
     activation = QuantType.QInt8 if layout.activation == "int8" else QuantType.QUInt8
     extra = {

@@ -1,6 +1,7 @@
 """PyTorch -> ONNX, one fusion mode at a time, verified against PyTorch before it is written.
 
-Pipeline: build the network (exportable layers) -> torch.onnx.export (dynamo, dynamic batch/H/W,
+Pipeline: build the network (exportable layers) -> a rewritten copy (export/rewrites.py; the
+original is the parity reference) -> torch.onnx.export (dynamo, dynamic batch/H/W,
 guards fail loudly instead of becoming silent runtime asserts) -> strip per-node debug metadata ->
 ONNX checker (full) -> optional onnxslim -> ONNX Runtime vs PyTorch at sizes other than the
 example's -> metadata -> atomic write of the model and its JSON sidecar. Anything that fails leaves
@@ -23,6 +24,7 @@ from torch import nn
 
 from export.parity import ParityReport, Reference, reference_fn, run_parity
 from export.provenance import export_versions, state_sha256, weights_record
+from export.rewrites import rewrite_for_export
 from models import DEFAULT_BACKBONE, DEFAULT_FUSION, DEFAULT_SCALES, build_model
 from models.network import MultiScaleCODNet
 from models.scaling import MIN_SIDE
@@ -52,6 +54,7 @@ class ExportOptions:
     static: tuple[int, int] | None = None  # fixed (H, W); batch stays dynamic
     features: bool = False  # also output the four fused feature maps
     simplify: bool = True  # onnxslim: a faster graph; verified after it runs like everything else
+    rewrite: bool = True  # export/rewrites.py: same arithmetic, faster layout; verified like the rest
     force: bool = False
     seed: int = 0  # initialisation seed when no weights are given (recorded, so parity can rebuild)
     verify_shapes: Sequence[tuple[int, int, int, int]] | None = None
@@ -203,7 +206,10 @@ def export_onnx(options: ExportOptions, progress: Callable[[str], None] | None =
     say(f"building {options.backbone} / {options.fusion}")
     torch.manual_seed(options.seed)
     net = build_model(options.backbone, options.fusion, options.scales, options.weights, exportable=True)
-    module = ExportGraph(net, options.features).eval()
+    exported_net, rewrites = rewrite_for_export(net) if options.rewrite else (net, {})
+    if rewrites:
+        say("rewrites for export: " + ", ".join(f"{name} x{n}" for name, n in rewrites.items()))
+    module = ExportGraph(exported_net, options.features).eval()
     example = torch.randn(EXAMPLE_SHAPE[0], 3, *options.static) if options.static else torch.randn(*EXAMPLE_SHAPE)
     verify_shapes = [tuple(s) for s in (options.verify_shapes or verification_shapes(options.static))]
 
@@ -247,7 +253,7 @@ def export_onnx(options: ExportOptions, progress: Callable[[str], None] | None =
         output,
         reference_fn(net, options.features),
         verify_shapes,
-        sidecar_extra=lambda: {"export_seconds": _record(seconds, "verify", start)},
+        sidecar_extra=lambda: {"export_seconds": _record(seconds, "verify", start), "export_rewrites": rewrites},
     )
     say(f"wrote {output} ({size / 1e6:.1f} MB) and {sidecar.name}")
     return ExportResult(output, sidecar, metadata, parity, seconds, size)

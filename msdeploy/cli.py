@@ -162,8 +162,17 @@ def export() -> None:
 @click.option("--static", callback=_parse_hw, metavar="HxW", help="Fix the spatial size (batch stays dynamic).")
 @click.option("--features", is_flag=True, help="Also output the four fused feature maps.")
 @click.option("--simplify/--no-simplify", default=True, show_default=True, help="Simplify with onnxslim.")
+@click.option(
+    "--rewrite/--no-rewrite",
+    default=True,
+    show_default=True,
+    help="Export a rewritten copy that runs faster (channels-first PVT MLPs, BatchNorm folded); "
+    "still checked against the original model.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
-def export_onnx_cmd(fusion, backbone, weights, scales, output, opset, static, features, simplify, force) -> None:
+def export_onnx_cmd(
+    fusion, backbone, weights, scales, output, opset, static, features, simplify, rewrite, force
+) -> None:
     """Export the network to ONNX (dynamic batch, height and width), verified against PyTorch with
     ONNX Runtime at several sizes before anything is written."""
     from export.onnx_export import ExportOptions
@@ -180,6 +189,7 @@ def export_onnx_cmd(fusion, backbone, weights, scales, output, opset, static, fe
             static=static,
             features=features,
             simplify=simplify,
+            rewrite=rewrite,
             force=force,
         )
     )
@@ -236,8 +246,24 @@ def _parse_bytes(ctx, param, value: str | None) -> int | None:
 @click.option("--recalibrate", is_flag=True, help="Replace the implicit INT8 cache.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Engine file [default: MODEL.engine].")
 @click.option("--force", is_flag=True, help="Overwrite an existing engine.")
-def export_engine_cmd(model, precision, min_shape, opt_shape, max_shape, batches, timing_cache, workspace, opt_level,
-                      dla_core, calib_data, calib_count, calib_cache, recalibrate, output, force) -> None:  # fmt: skip
+def export_engine_cmd(
+    model,
+    precision,
+    min_shape,
+    opt_shape,
+    max_shape,
+    batches,
+    timing_cache,
+    workspace,
+    opt_level,
+    dla_core,
+    calib_data,
+    calib_count,
+    calib_cache,
+    recalibrate,
+    output,
+    force,
+) -> None:
     """Build a TensorRT engine from an ONNX model of ours, with a JSON sidecar (TensorRT version, GPU,
     precision, profile, ONNX sha256, build settings). Build it on the machine that runs it."""
     from export.tensorrt_build import EngineOptions
@@ -488,10 +514,6 @@ def train_demo_cmd(fusion, steps, batch, lr, init_from, held_out, seed, output, 
     run_train_demo(fusion, steps, batch, lr, init_from, held_out, seed, output, force)
 
 
-if __name__ == "__main__":
-    main()
-
-
 @main.command()
 @click.option("--gpu", is_flag=True, required=True, help="Verify the TensorRT path (needs TensorRT and a GPU).")
 @click.option("--fusion", "fusions", default="hierarchical,absi", show_default=True, help="Comma-separated.")
@@ -508,3 +530,94 @@ def selftest(gpu, fusions, work, output, iters, cuda_graphs) -> None:
     names = tuple(f.strip() for f in fusions.split(",") if f.strip())
     if not run_selftest(Path(work), Path(output), names, iters, invocation(), cuda_graphs):
         raise SystemExit(1)
+
+
+def _parse_names(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@main.command()
+@click.option(
+    "--backends",
+    default="torch-cpu,onnxruntime-cpu",
+    show_default=True,
+    help="Comma-separated: torch-cpu, torch-cuda, torch-cuda-graphs, onnxruntime-cpu, onnxruntime-cuda, tensorrt. "
+    "What cannot run here is listed with the reason.",
+)
+@click.option("--precision", "precisions", default="fp32", show_default=True, help="Comma-separated: fp32, fp16, int8.")
+@click.option(
+    "--fusion", "fusions", default="hierarchical,absi", show_default=True, help="Comma-separated fusion modes."
+)
+@click.option("--sizes", default="256,320,352,416", show_default=True, help="Square input sides.")
+@click.option("--batch", "batches", default="1", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--backbone", default="pvt_v2_b2", show_default=True, help="timm backbone (with --models: filter).")
+@click.option(
+    "--weights", type=click.Path(dir_okay=False), help="Checkpoint (default: random init; speed is the same)."
+)
+@click.option(
+    "--models",
+    type=click.Path(file_okay=False),
+    help="Folder of exported models (.onnx, .engine with sidecars). Needed where PyTorch is not installed.",
+)
+@click.option(
+    "--work",
+    type=click.Path(file_okay=False),
+    default=".msdeploy-bench",
+    show_default=True,
+    help="Where missing ONNX models are exported (needs PyTorch); reused by later runs.",
+)
+@click.option("--warmup", type=int, default=3, show_default=True, help="Untimed rounds first.")
+@click.option("--iters", type=int, default=10, show_default=True, help="Timed rounds (each model once per round).")
+@click.option("--min-time", type=float, help="Also keep timing until each model ran this many seconds.")
+@click.option("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime [their default: all cores].")
+@click.option("--tables/--no-tables", default=True, show_default=True, help="Parameter, GFLOPs and memory tables.")
+@click.option(
+    "--output", type=click.Path(file_okay=False), help="Write bench-BACKBONE.md/.csv/.json/.png into this folder."
+)
+@click.option("--detail", is_flag=True, help="Also print every statistic of every measurement.")
+def bench(
+    backends,
+    precisions,
+    fusions,
+    sizes,
+    batches,
+    backbone,
+    weights,
+    models,
+    work,
+    warmup,
+    iters,
+    min_time,
+    threads,
+    tables,
+    output,
+    detail,
+) -> None:
+    """Latency tables across input sizes for every backend and precision that runs here, with the
+    speed-up against PyTorch eager from the same interleaved run, plus the guide's integration,
+    memory, parameter and complexity tables."""
+    from msdeploy.commands.bench import run_bench_command
+    from runtime.bench_run import BenchOptions
+
+    options = BenchOptions(
+        backends=_parse_names(backends),
+        precisions=_parse_names(precisions),
+        fusions=_parse_names(fusions),
+        sizes=_parse_ints(sizes),
+        batches=_parse_ints(batches),
+        backbone=backbone,
+        weights=weights,
+        models=models,
+        work=work,
+        warmup=warmup,
+        iterations=iters,
+        min_time=min_time,
+        threads=threads,
+        tables=tables,
+        command=invocation(),
+    )
+    run_bench_command(options, Path(output) if output else None, detail)
+
+
+if __name__ == "__main__":
+    main()

@@ -49,7 +49,8 @@ def progress_status(label: str) -> Iterator[Callable[[str], None]]:
 
 @contextlib.contextmanager
 def progress_bar(label: str, total: int) -> Iterator[Callable[..., None]]:
-    """A progress bar on stderr; the yielded callback sets (completed, optional status text)."""
+    """A progress bar on stderr; the yielded callback sets (completed, optional status text, and
+    optionally a new total when the work turns out longer)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -70,7 +71,7 @@ def progress_bar(label: str, total: int) -> Iterator[Callable[..., None]]:
     with Progress(*columns, console=err_console, transient=False) as progress:
         task = progress.add_task(label, total=total, status="")
 
-        def update(completed: int, status: str = "") -> None:
-            progress.update(task, completed=completed, status=status)
+        def update(completed: int, status: str = "", total: int | None = None) -> None:
+            progress.update(task, completed=completed, status=status, total=total)
 
         yield update

@@ -39,17 +39,35 @@ class TimingStats:
 
 
 def time_interleaved(
-    fns: dict[str, Callable[[], object]], *, warmup: int = 2, iterations: int = 10
+    fns: dict[str, Callable[[], object]],
+    *,
+    warmup: int = 2,
+    iterations: int = 10,
+    min_time: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, TimingStats]:
     """Time several callables in turn, one call each per round, so that a noisy machine (another
-    process, thermal changes) hurts them alike. Warm-up rounds are not counted."""
+    process, thermal changes) hurts them alike. Warm-up rounds are not counted.
+
+    A callable that returns a float reports its own time in seconds (CUDA events on a GPU, where
+    the host clock would include launch and synchronisation); otherwise the host clock is used.
+    `min_time` (seconds): keep adding rounds past `iterations` until every callable has run that
+    long in total. `progress(round, rounds)` is called after each round (rounds is the planned
+    count; it grows when min_time extends the run)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(iterations):
+    rounds = 0
+    while True:
         for name, fn in fns.items():
             start = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - start)
-    return {name: TimingStats.from_seconds(s) for name, s in samples.items()}
+            reported = fn()
+            elapsed = time.perf_counter() - start
+            samples[name].append(reported if isinstance(reported, float) else elapsed)
+        rounds += 1
+        done = rounds >= iterations and (min_time is None or all(sum(s) >= min_time for s in samples.values()))
+        if progress:
+            progress(rounds, rounds if done else max(iterations, rounds + 1))
+        if done:
+            return {name: TimingStats.from_seconds(s) for name, s in samples.items()}

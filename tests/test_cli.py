@@ -87,8 +87,10 @@ def test_user_errors_are_messages_not_tracebacks(args, fragment):
 def test_base_cli_and_runtime_do_not_import_torch_or_onnx():
     code = (
         "import sys, runtime, runtime.environment, msdeploy.cli\n"
+        "import runtime.bench_run, runtime.bench_report, runtime.bench_targets, runtime.memory\n"
         "from click.testing import CliRunner\n"
         "assert CliRunner().invoke(msdeploy.cli.main, ['--help']).exit_code == 0\n"
+        "assert CliRunner().invoke(msdeploy.cli.main, ['bench', '--help']).exit_code == 0\n"
         "assert CliRunner().invoke(msdeploy.cli.main, ['info']).exit_code == 0\n"
         "heavy = sorted(m for m in ('torch', 'onnx', 'timm') if m in sys.modules)\n"
         "assert not heavy, heavy\n"

@@ -101,6 +101,11 @@ def test_cpu_target_uses_uint8_activations(workspace, monkeypatch):
     dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     attention = set(attention_matmuls(onnx.load(str(workspace[0])).graph))
     assert all(set(n.input) <= dq_outputs for n in model.graph.node if n.name in attention)  # quantized for speed
+    # dequantized weights feed only the quantized ops that fuse them: a LayerNorm or Add reading a
+    # weight it shares with a Conv (equal initializers merged) gets its own FP32 copy
+    weight_dq = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    readers = {n.op_type for n in model.graph.node if set(n.input) & weight_dq}
+    assert readers and readers <= set(TENSORRT_OPS), readers
     assert runtime.load(result.path).infer(np.zeros((1, 3, *SIZE), np.float32))["mask_logits"].shape == (1, 1, *SIZE)
 
 

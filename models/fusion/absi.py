@@ -37,6 +37,9 @@ class ScaleAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
         self.dropout = dropout
+        # export/rewrites.py sets this for ONNX: Softmax on an inner axis makes ONNX Runtime
+        # transpose the tensor there and back; the same sums written out stay element-wise
+        self.explicit_softmax = False
         self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim))
         self.out_proj = nn.Linear(embed_dim, embed_dim)
@@ -57,9 +60,15 @@ class ScaleAttention(nn.Module):
         v = self._project_in(value, 2)
         # scores[b, s, t, h] = <q[b, s, h], k[b, t, h]> over the head dimension
         scores = (q.unsqueeze(2) * k.unsqueeze(1)).sum(dim=4)  # [B, S, S, h, H, W]
-        weights = F.dropout(scores.softmax(dim=2), p=self.dropout, training=self.training)
+        weights = F.dropout(self._softmax_over_scales(scores), p=self.dropout, training=self.training)
         out = (weights.unsqueeze(4) * v.unsqueeze(1)).sum(dim=2)  # [B, S, h, d, H, W]
         return out.flatten(2, 3)
+
+    def _softmax_over_scales(self, scores: torch.Tensor) -> torch.Tensor:
+        if not self.explicit_softmax:
+            return scores.softmax(dim=2)
+        exp = (scores - scores.amax(dim=2, keepdim=True)).exp()
+        return exp / exp.sum(dim=2, keepdim=True)
 
     def project_out(self, x: torch.Tensor) -> torch.Tensor:
         """out_proj on [B, C, H, W] maps."""

@@ -76,7 +76,29 @@ def run_demo(
         weights = None if random_init else demo_weights(backbone, fusion)
         path = demo_export(backbone, fusion, output_dir, force, weights)
         passed &= run_parity(str(path), [(n, n) for n in sizes], (1, 2), weights, as_json=False)
+    demo_latency(backbone, fusions, sizes, output_dir)
     return passed
+
+
+def demo_latency(backbone: str, fusions: Sequence[str], sizes: Sequence[int], models: Path) -> None:
+    """The Inference Time tables for the exported models on ONNX Runtime CPU, with PyTorch eager
+    timed in the same interleaved run (a short `msdeploy bench`; run that for the full tables)."""
+    from msdeploy.commands.bench import run_bench_command
+    from runtime.bench_run import BenchOptions
+
+    options = BenchOptions(
+        backends=("torch-cpu", "onnxruntime-cpu"),
+        fusions=fusions,
+        sizes=sizes,
+        backbone=backbone,
+        models=models,
+        warmup=2,
+        iterations=5,
+        tables=False,
+        command=f"msdeploy bench --backbone {backbone} --models {models} --fusion {','.join(fusions)} "
+        f"--sizes {','.join(map(str, sizes))} --warmup 2 --iters 5 --no-tables",
+    )
+    run_bench_command(options, output=None)
 
 
 def demo_weights(backbone: str, fusion: str):

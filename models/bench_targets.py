@@ -1,0 +1,118 @@
+"""PyTorch rows of the benchmark: eager on the CPU, eager on a CUDA GPU (FP32, FP16) and CUDA graphs,
+and the tables that need the PyTorch model (parameters, FLOPs, memory per part)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import torch
+
+from models import DEFAULT_SCALES, build_model
+from models.complexity import flop_table
+from runtime.benchmark import Case, Target
+from runtime.errors import UserError
+
+
+def torch_unavailable(case: Case) -> str | None:
+    """Why PyTorch cannot run `case` here, or None."""
+    on_gpu = case.backend != "torch-cpu"
+    if on_gpu and not torch.cuda.is_available():
+        return "no CUDA GPU visible to PyTorch"
+    if case.precision == "int8":
+        return "PyTorch INT8 is not a deployment path here: INT8 runs through ONNX Runtime or TensorRT"
+    if case.precision == "fp16" and not on_gpu:
+        return "PyTorch has no fast FP16 CPU kernels; FP16 is timed on the GPU"
+    return None
+
+
+@lru_cache(maxsize=8)
+def _network(backbone: str, fusion: str, weights: str | None, device: str, half: bool) -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = build_model(backbone, fusion, weights=weights).eval().to(device)
+    return net.half() if half else net
+
+
+def torch_target(case: Case, backbone: str, weights: str | None, threads: int | None) -> Target:
+    """A PyTorch model for `case`, input already on the device."""
+    if threads:
+        torch.set_num_threads(threads)
+    device = "cpu" if case.backend == "torch-cpu" else "cuda"
+    half = case.precision == "fp16"
+    net = _network(backbone, case.fusion, weights, device, half)
+    x = torch.zeros(case.batch, 3, case.size, case.size, device=device, dtype=torch.float16 if half else torch.float32)
+    if device == "cpu":
+
+        def run_cpu() -> None:
+            with torch.inference_mode():
+                net(x)
+
+        return Target(run_cpu, "host clock, PyTorch eager, input in memory")
+    if case.backend == "torch-cuda-graphs":
+        return _graph_target(net, x)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def run_cuda() -> float:
+        with torch.inference_mode():
+            start.record()
+            net(x)
+            end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+
+    return Target(run_cuda, "CUDA events around the forward pass; input already on the GPU, no host copies")
+
+
+def _graph_target(net: torch.nn.Module, x: torch.Tensor) -> Target:
+    stream = torch.cuda.Stream()
+    with torch.inference_mode():
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # warm-up on a side stream before capture, as PyTorch advises
+            for _ in range(3):
+                net(x)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            net(x)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def run() -> float:
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+
+    return Target(run, "CUDA events around a CUDA graph replay; input already on the GPU, no host copies")
+
+
+def model_tables(
+    backbone: str, fusions: Sequence[str], size: int, weights: str | None, device: str = "cpu"
+) -> tuple[list[dict], dict[str, list[dict]], dict[str, dict[str, float]], str]:
+    """Parameter rows, GFLOPs per part and fusion, and peak memory per part and fusion (each part
+    in a fresh process), at `size`, batch 1."""
+    from models.params import parameter_table
+    from runtime import memory
+
+    params = [
+        {"key": r.key, "component": r.component, "params": r.params, "guide": r.guide}
+        for r in parameter_table(backbone)
+    ]
+    flops = {}
+    for fusion in fusions:
+        torch.manual_seed(0)
+        flops[fusion] = [row.as_dict() for row in flop_table(build_model(backbone, fusion), (size, size))]
+    mem: dict[str, dict[str, float]] = {}
+    if device == "cpu" and not memory.supported():
+        return params, flops, mem, "not measured: needs Linux /proc"
+    for fusion in fusions:
+        parts = [*(f"backbone@{s:g}" for s in DEFAULT_SCALES), "fusion", "network"]
+        mem[fusion] = {}
+        for part in parts:
+            args = [backbone, fusion, "1", str(size), str(size), part, device]
+            try:
+                mem[fusion][part] = memory.measure_in_child("models.complexity", args)["peak_added_mb"]
+            except UserError as exc:
+                raise UserError(f"memory of {part} ({fusion}) could not be measured: {exc}") from exc
+    where = "GPU, torch.cuda.max_memory_allocated" if device != "cpu" else "CPU, peak resident memory (VmHWM)"
+    return params, flops, mem, f"PyTorch eager, {where}, one inference in a fresh process, weights excluded"

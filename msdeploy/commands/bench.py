@@ -1,0 +1,34 @@
+"""`msdeploy bench`: the guide's latency, memory, parameter and complexity tables, measured here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from msdeploy.output import console, err_console, print_table, progress_bar
+from runtime.bench_report import BenchReport
+
+
+def run_bench_command(options, output: Path | None, show_detail: bool = False) -> BenchReport:
+    from runtime.bench_run import run_bench
+
+    with progress_bar("timing", total=1) as update:
+
+        def progress(done: int, total: int, label: str) -> None:
+            update(done, label, total=total)
+
+        report = run_bench(options, say=lambda msg: err_console.log(msg), progress=progress)
+    show_report(report, show_detail)
+    if output is not None:
+        written = report.write(output)
+        for kind, where in written.items():
+            console.print(f"{kind}: {where}")
+    return report
+
+
+def show_report(report: BenchReport, show_detail: bool = False) -> None:
+    tables = report.tables()
+    if not show_detail:
+        tables = [t for t in tables if t.title != "All measurements"]
+    for table in tables:
+        right = table.numeric_columns()
+        print_table(table.title, table.columns, table.rows, right=right, caption=table.note or None)

@@ -1,0 +1,371 @@
+"""The benchmark's tables (the guide's, with measured numbers) and its files: Markdown, CSV, JSON
+and a PNG plot, each stamped with the command, date, machine and versions. Torch-free.
+
+Every table is built once as (title, columns, rows, note) and rendered both to the terminal and to
+Markdown, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from runtime.benchmark import Result
+from runtime.files import write_bytes_atomic, write_json_atomic
+
+_CASE = ("backend", "precision", "fusion", "size", "batch")
+_STATS = ("median", "mean", "p90", "p99", "min", "max", "std")  # TimingStats fields, in ms
+_NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?(x|%|M)?( \([\d.]+x\))?$")
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+    def numeric_columns(self) -> list[int]:
+        """Columns whose cells are all numbers (or "-" / "not run"): right-aligned."""
+        return [
+            i
+            for i in range(len(self.columns))
+            if self.rows and all(_NUMBER.match(row[i]) or row[i] in ("-", "not run") for row in self.rows)
+        ]
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", ""]
+        if self.note:
+            lines += [self.note, ""]
+        right = set(self.numeric_columns())
+        lines.append("| " + " | ".join(self.columns) + " |")
+        lines.append("|" + "|".join("---:" if i in right else "---" for i in range(len(self.columns))) + "|")
+        lines += ["| " + " | ".join(r) + " |" for r in self.rows]
+        return "\n".join(lines)
+
+
+@dataclass
+class BenchReport:
+    """What one `msdeploy bench` run measured. `static` parts come from the PyTorch model (or an
+    export's sidecar); each is None with a reason when it could not be produced here."""
+
+    command: str
+    stamp: str
+    backbone: str
+    settings: dict
+    results: list[Result]
+    params: list[dict] | None = None  # rows of models.params.parameter_table
+    flops: dict[str, list[dict]] | None = None  # fusion -> models.complexity.PartCost rows
+    table_size: int = 352  # the input side of the integration, memory, complexity and rate tables
+    memory: dict[str, dict[str, float]] | None = None  # fusion -> part -> peak MB added
+    memory_note: str = ""
+    matmul_gflops: float | None = None  # this machine's measured matmul rate
+    unavailable: dict[str, str] = field(default_factory=dict)  # table -> why it is missing
+
+    # ---- tables -------------------------------------------------------------------------
+    def fusions(self) -> list[str]:
+        return list(dict.fromkeys(r.case.fusion for r in self.results))
+
+    def variants(self) -> list[str]:
+        """Backend and precision pairs with at least one measurement (the rest are in "Not run here")."""
+        return list(dict.fromkeys(r.case.variant for r in self.results if r.stats))
+
+    def _cell(self, r: Result | None) -> str:
+        if r is None:
+            return "-"
+        if r.stats is None:
+            return "not run"
+        speed = f" ({r.speedup:.2f}x)" if r.speedup is not None else ""
+        return f"{r.stats.median_ms:.1f}{speed}"
+
+    def inference_time_tables(self) -> list[Table]:
+        """The guide's Inference Time table, one per backend and precision: rows input sizes (and
+        batches), columns fusion modes, median ms with the speed-up against PyTorch eager."""
+        tables = []
+        fusions = self.fusions()
+        for variant in self.variants():
+            rows_of = [r for r in self.results if r.case.variant == variant]
+            shapes = list(dict.fromkeys((r.case.size, r.case.batch) for r in rows_of))
+            cell = {(r.case.size, r.case.batch, r.case.fusion): r for r in rows_of}
+            rows = [
+                [f"{s}x{s}" + (f" b{b}" if b != 1 else ""), *(self._cell(cell.get((s, b, f))) for f in fusions)]
+                for s, b in shapes
+            ]
+            tables.append(
+                Table(
+                    f"Inference Time: {variant}",
+                    ["input", *fusions],
+                    rows,
+                    "median ms per batch (speed-up against PyTorch eager on the same device, same run)",
+                )
+            )
+        return tables
+
+    def detail_table(self) -> Table:
+        rows = []
+        for r in self.results:
+            c, st = r.case, r.stats
+            case = [c.backend, c.precision, c.fusion, str(c.size), str(c.batch)]
+            if st is None:
+                rows.append([*case, *["-"] * (len(_STATS) + 2), r.skipped])
+                continue
+            rows.append(
+                [
+                    *case,
+                    *(f"{getattr(st, f'{k}_ms'):.1f}" for k in _STATS),
+                    f"{r.throughput:.2f}",
+                    "-" if r.speedup is None else f"{r.speedup:.2f}x",
+                    f"{st.iterations} runs; {r.timing}",
+                ]
+            )
+        cols = [*_CASE, *(f"{k} ms" for k in _STATS), "images/s", "vs eager", "timing"]
+        return Table("All measurements", cols, rows)
+
+    def integration_table(self) -> Table:
+        """The guide's Integration Method Comparison: latency per backend at one size, peak memory,
+        GFLOPs and parameters per fusion mode."""
+        size = self.table_size
+        variants = self.variants()
+        params = {p["key"]: p["params"] for p in self.params or []}
+        rows = []
+        for fusion in self.fusions():
+            lat = []
+            for v in variants:
+                r = next(
+                    (
+                        r
+                        for r in self.results
+                        if r.case.variant == v and r.case.fusion == fusion and r.case.size == size and r.case.batch == 1
+                    ),
+                    None,
+                )
+                lat.append("-" if r is None or r.stats is None else f"{r.stats.median_ms:.1f}")
+            mem = (self.memory or {}).get(fusion, {}).get("network")
+            flops = _flops_of(self.flops, fusion, "total")
+            n = params.get(f"total_{fusion}")
+            rows.append(
+                [
+                    fusion,
+                    *lat,
+                    "-" if mem is None else f"{mem:.0f}",
+                    "-" if flops is None else f"{flops:.1f}",
+                    "-" if n is None else f"{n / 1e6:.2f}M",
+                ]
+            )
+        return Table(
+            f"Integration Method Comparison ({size}x{size}, batch 1)",
+            ["fusion", *(f"{v} ms" for v in variants), "peak memory MB", "GFLOPs", "parameters"],
+            rows,
+            "peak memory: " + (self.memory_note or "not measured"),
+        )
+
+    def memory_table(self) -> Table | None:
+        if not self.memory:
+            return None
+        fusions = list(self.memory)
+        parts = list(dict.fromkeys(p for m in self.memory.values() for p in m))
+        rows = [[_part_label(p), *(_mb(self.memory[f].get(p)) for f in fusions)] for p in parts]
+        return Table(
+            f"Memory Usage ({self.table_size}x{self.table_size}, batch 1)",
+            ["part", *fusions],
+            rows,
+            "peak memory MB added by running the part: " + self.memory_note,
+        )
+
+    def params_table(self) -> Table | None:
+        if not self.params:
+            return None
+        rows = [[p["component"], f"{p['params']:,}", p.get("guide") or ""] for p in self.params]
+        return Table("Parameter Count", ["component", "parameters", "guide claims"], rows)
+
+    def complexity_table(self) -> Table | None:
+        if not self.flops:
+            return None
+        fusions = list(self.flops)
+        keys = list(dict.fromkeys(row["key"] for rows in self.flops.values() for row in rows))
+        labels = {row["key"]: (row["part"], row["input"]) for rows in self.flops.values() for row in rows}
+        rows = [[labels[k][0], labels[k][1], *(_num(_flops_of(self.flops, f, k)) for f in fusions)] for k in keys]
+        return Table(
+            f"Computational Complexity ({self.table_size}x{self.table_size}, batch 1)",
+            ["part", "input", *(f"GFLOPs {f}" for f in fusions)],
+            rows,
+            "torch FlopCounterMode: convolutions, matrix products, attention; 1 multiply-add = 2 FLOPs",
+        )
+
+    def rate_table(self) -> Table | None:
+        """Achieved GFLOP/s per measured case against this machine's matmul rate."""
+        if not self.flops:
+            return None
+        rows = []
+        for r in self.results:
+            flops = _flops_of(self.flops, r.case.fusion, "total")
+            if r.stats is None or flops is None or r.case.size != self.table_size:
+                continue
+            rate = flops * r.case.batch / (r.stats.median_ms / 1e3)
+            share = "-" if not self.matmul_gflops else f"{rate / self.matmul_gflops:.0%}"
+            rows.append([r.case.variant, r.case.fusion, str(r.case.batch), f"{rate:.1f}", share])
+        peak = "not measured" if not self.matmul_gflops else f"{self.matmul_gflops:.1f} GFLOP/s"
+        return Table(
+            f"Achieved compute rate ({self.table_size}x{self.table_size})",
+            ["backend", "fusion", "batch", "GFLOP/s", "of matmul rate"],
+            rows,
+            f"this machine's float32 matmul rate (numpy, all cores): {peak}",
+        )
+
+    def skipped_table(self) -> Table | None:
+        seen: dict[tuple[str, str], str] = {}
+        for r in self.results:
+            if r.stats is None:
+                seen.setdefault((r.case.variant, r.skipped), r.case.fusion)
+        rows = [[variant, why] for (variant, why) in seen] + [[name, why] for name, why in self.unavailable.items()]
+        return Table("Not run here", ["what", "why"], rows) if rows else None
+
+    def tables(self) -> list[Table]:
+        out = [*self.inference_time_tables(), self.integration_table()]
+        out += [
+            t
+            for t in (
+                self.memory_table(),
+                self.params_table(),
+                self.complexity_table(),
+                self.rate_table(),
+                self.skipped_table(),
+            )
+            if t is not None
+        ]
+        return [*out, self.detail_table()]
+
+    # ---- files --------------------------------------------------------------------------
+    def markdown(self) -> str:
+        s = self.settings
+        how = (
+            f"Timing: {s['warmup']} warm-up rounds, then at least {s['iterations']} rounds"
+            + (f" and {s['min_time']} s per model" if s.get("min_time") else "")
+            + f"; all models of one input shape interleaved round by round; {s['threads'] or 'default'} threads."
+        )
+        parts = [f"# Benchmark: {self.backbone}", "", self.stamp, "", how, ""]
+        for table in self.tables():
+            parts += [table.markdown(), ""]
+        return "\n".join(parts)
+
+    def csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        stat_cols = [f"{k}_ms" for k in _STATS]
+        writer.writerow([*_CASE, "iterations", *stat_cols, "images_per_s", "speedup_vs_eager", "timing", "skipped"])
+        for r in self.results:
+            c, st = r.case, r.stats
+            stats = [st.iterations, *(round(getattr(st, f"{k}_ms"), 3) for k in _STATS)] if st else [""] * 8
+            tp = "" if r.throughput is None else round(r.throughput, 3)
+            sp = "" if r.speedup is None else round(r.speedup, 3)
+            writer.writerow([c.backend, c.precision, c.fusion, c.size, c.batch, *stats, tp, sp, r.timing, r.skipped])
+        return buf.getvalue()
+
+    def as_dict(self) -> dict:
+        return {
+            "command": self.command,
+            "stamp": self.stamp,
+            "backbone": self.backbone,
+            "settings": self.settings,
+            "results": [r.as_dict() for r in self.results],
+            "params": self.params,
+            "flops": self.flops,
+            "table_size": self.table_size,
+            "memory": self.memory,
+            "memory_note": self.memory_note,
+            "matmul_gflops": self.matmul_gflops,
+            "unavailable": self.unavailable,
+        }
+
+    def write(self, folder: str | Path, stem: str | None = None) -> dict[str, Path | str]:
+        """bench-BACKBONE.md, .csv, .json and .png in `folder` (each written atomically); the plot's
+        entry is a reason instead of a path when matplotlib is missing."""
+        folder = Path(folder)
+        stem = stem or f"bench-{self.backbone}"
+        folder.mkdir(parents=True, exist_ok=True)
+        out: dict[str, Path | str] = {}
+        for suffix, text in (("md", self.markdown()), ("csv", self.csv())):
+            path = folder / f"{stem}.{suffix}"
+            write_bytes_atomic(path, text.encode())
+            out[suffix] = path
+        write_json_atomic(folder / f"{stem}.json", self.as_dict())
+        out["json"] = folder / f"{stem}.json"
+        out["png"] = self.plot(folder / f"{stem}.png")
+        return out
+
+    def plot(self, path: Path) -> Path | str:
+        """Latency against input size, one line per backend, precision and fusion (batch 1)."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return "no plot: matplotlib is not installed (pip install matplotlib)"
+        fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+        lines = dict.fromkeys((r.case.variant, r.case.fusion) for r in self.results)
+        for variant, fusion in lines:
+            pts = sorted(
+                (r.case.size, r.stats.median_ms)
+                for r in self.results
+                if r.stats and r.case.variant == variant and r.case.fusion == fusion and r.case.batch == 1
+            )
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, marker="o", label=f"{variant} {fusion}")
+        ax.set_xlabel("input side (pixels, square input)")
+        ax.set_ylabel("median latency (ms, batch 1)")
+        ax.set_title(f"msdeploy bench, {self.backbone}: latency against input size", fontsize=10)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+        fig.text(0.01, 0.01, self.stamp.splitlines()[3][2:][:150], fontsize=6, alpha=0.7)  # the date line
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        plt.close(fig)
+        write_bytes_atomic(path, buf.getvalue())
+        return path
+
+
+def _flops_of(flops: dict[str, list[dict]] | None, fusion: str, key: str) -> float | None:
+    for row in (flops or {}).get(fusion, []):
+        if row["key"] == key:
+            return row["gflops"]
+    return None
+
+
+def _part_label(key: str) -> str:
+    if key.startswith("backbone@"):
+        return f"Backbone at {key.split('@')[1]}x"
+    return {"fusion": "Integration (fusion and refinement)", "network": "Whole network"}.get(key, key)
+
+
+def _mb(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def measure_matmul_gflops(n: int = 1024, seconds: float = 1.0) -> float:
+    """float32 matrix-product rate of this machine (numpy's BLAS, all its threads), best of several
+    products: the ceiling the achieved GFLOP/s of a model is compared with."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b  # warm-up (thread pool start)
+    best = float("inf")
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9

@@ -1,0 +1,216 @@
+"""`msdeploy bench` as a library call: plan the cases, find or make the models, time, build the report.
+
+    from runtime.bench_run import BenchOptions, run_bench
+    report = run_bench(BenchOptions(backends=("torch-cpu", "onnxruntime-cpu"), sizes=(256, 352)))
+    report.write("docs/results")
+
+With PyTorch installed, missing ONNX models are exported into `work` and the PyTorch rows and
+tables are filled; with the runtime install only (a board), the models come from `models` and
+everything that needs PyTorch is listed as unavailable, with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from runtime.bench_report import BenchReport, measure_matmul_gflops
+from runtime.bench_targets import (
+    FILE_BACKENDS,
+    ModelFile,
+    backend_unavailable,
+    describe_folder,
+    file_target,
+    pick_model,
+)
+from runtime.benchmark import PRECISIONS, Case, Settings, run_cases
+from runtime.environment import stamp
+from runtime.errors import UserError
+
+TORCH_BACKENDS = ("torch-cpu", "torch-cuda", "torch-cuda-graphs")
+BACKENDS = (*TORCH_BACKENDS, *FILE_BACKENDS)
+GPU_BACKENDS = ("torch-cuda", "torch-cuda-graphs", "onnxruntime-cuda", "tensorrt")
+FUSIONS = ("hierarchical", "absi", "concat", "average")
+
+
+@dataclass
+class BenchOptions:
+    backends: Sequence[str] = ("torch-cpu", "onnxruntime-cpu")
+    precisions: Sequence[str] = ("fp32",)
+    fusions: Sequence[str] = ("hierarchical", "absi")
+    sizes: Sequence[int] = (256, 320, 352, 416)
+    batches: Sequence[int] = (1,)
+    backbone: str | None = "pvt_v2_b2"  # None: whatever the models folder holds
+    weights: str | None = None
+    models: str | Path | None = None  # a folder of exported models (runtime-only machines)
+    work: str | Path = ".msdeploy-bench"  # where missing models are exported (needs PyTorch)
+    warmup: int = 3
+    iterations: int = 10
+    min_time: float | None = None
+    threads: int | None = None
+    tables: bool = True  # parameters, GFLOPs, memory (need PyTorch; memory runs child processes)
+    table_size: int | None = None  # size of the integration, memory and FLOP tables [352 if timed, else the largest]
+    command: str = "msdeploy bench"
+
+    def validate(self) -> None:
+        for name, given, allowed in (
+            ("--backends", self.backends, BACKENDS),
+            ("--precision", self.precisions, PRECISIONS),
+            ("--fusion", self.fusions, FUSIONS),
+        ):
+            bad = [v for v in given if v not in allowed]
+            if bad or not given:
+                raise UserError(f"{name}: {', '.join(bad) or 'nothing given'} is not one of {', '.join(allowed)}")
+        if any(s < 32 for s in self.sizes) or any(b < 1 for b in self.batches) or not self.sizes:
+            raise UserError("--sizes must be sides of at least 32 pixels and --batch at least 1")
+        if self.iterations < 1 or self.warmup < 0:
+            raise UserError("--iters must be at least 1 and --warmup at least 0")
+
+
+def has_torch() -> bool:
+    return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("timm") is not None
+
+
+def reference_case(case: Case) -> Case | None:
+    """PyTorch eager FP32 on the same device, fusion, size and batch."""
+    eager = "torch-cuda" if case.backend in GPU_BACKENDS else "torch-cpu"
+    return Case(eager, "fp32", case.fusion, case.size, case.batch)
+
+
+def run_bench(
+    options: BenchOptions,
+    say: Callable[[str], None] = print,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> BenchReport:
+    options.validate()
+    torch_here = has_torch()
+    cases = [
+        Case(b, p, f, s, n)
+        for b in options.backends
+        for p in options.precisions
+        for f in options.fusions
+        for s in options.sizes
+        for n in options.batches
+    ]
+    skipped: dict[Case, str] = {}
+    for backend in dict.fromkeys(c.backend for c in cases):
+        if backend in TORCH_BACKENDS:
+            why = None if torch_here else "PyTorch is not installed here (runtime-only install)"
+        else:
+            why = backend_unavailable(backend)
+        if why:
+            skipped.update({c: why for c in cases if c.backend == backend})
+    if torch_here:
+        from models.bench_targets import torch_unavailable
+
+        for c in cases:
+            if c.backend in TORCH_BACKENDS and c not in skipped and (why := torch_unavailable(c)):
+                skipped[c] = why
+
+    files = _model_files(options, cases, skipped, torch_here, say)
+    picked: dict[Case, ModelFile] = {}
+    for c in cases:
+        if c.backend in FILE_BACKENDS and c not in skipped:
+            model = pick_model(files, c, options.backbone)
+            if model is None:
+                skipped[c] = _missing_model(c, options)
+            else:
+                picked[c] = model
+
+    def make_target(case: Case):
+        if case.backend in TORCH_BACKENDS:
+            from models.bench_targets import torch_target
+
+            return torch_target(case, _backbone(options, files), options.weights, options.threads)
+        return file_target(case, picked[case], options.threads)
+
+    table_size = options.table_size or (352 if 352 in options.sizes else max(options.sizes))
+    settings = Settings(options.warmup, options.iterations, options.min_time, options.threads)
+    results = run_cases(cases, make_target, skipped, settings, progress, reference_case)
+    report = BenchReport(
+        command=options.command,
+        stamp=stamp(options.command),
+        backbone=_backbone(options, files),
+        settings=asdict(settings),
+        results=results,
+        table_size=table_size,
+    )
+    if options.tables:
+        _fill_model_tables(report, options, files, torch_here, say)
+    return report
+
+
+def _backbone(options: BenchOptions, files: list[ModelFile]) -> str:
+    if options.backbone:
+        return options.backbone
+    names = sorted({f.backbone for f in files})
+    if len(names) != 1:
+        raise UserError(f"the models folder holds backbones {names}; choose one with --backbone")
+    return names[0]
+
+
+def _model_files(options, cases, skipped, torch_here: bool, say) -> list[ModelFile]:
+    wanted = [c for c in cases if c.backend in FILE_BACKENDS and c not in skipped]
+    if not wanted:
+        return describe_folder(options.models) if options.models else []
+    if options.models:
+        folder = Path(options.models)
+        if not folder.is_dir():
+            raise UserError(f"--models {folder} is not a folder of exported models")
+        return describe_folder(folder)
+    if not torch_here:
+        raise UserError(
+            "no --models folder given, and PyTorch is not installed to export them: pass --models DIR "
+            "with models exported on another machine (msdeploy export onnx / quantize / export engine)"
+        )
+    from export.bench_models import ensure_models
+
+    precisions = sorted({c.precision for c in wanted if c.backend.startswith("onnxruntime")})
+    fusions = list(dict.fromkeys(c.fusion for c in wanted))
+    return ensure_models(options.backbone or "pvt_v2_b2", fusions, precisions, options.work, options.weights, say)
+
+
+def _missing_model(case: Case, options: BenchOptions) -> str:
+    if case.backend == "tensorrt":
+        return (
+            f"no {case.precision} engine for {case.fusion} in {options.models or options.work} "
+            "(build one with msdeploy export engine)"
+        )
+    return f"no {case.precision} ONNX model for {case.fusion} in {options.models or options.work}"
+
+
+def _fill_model_tables(report: BenchReport, options: BenchOptions, files, torch_here: bool, say) -> None:
+    report.matmul_gflops = measure_matmul_gflops()
+    fusions = list(dict.fromkeys(r.case.fusion for r in report.results))
+    if not torch_here:
+        why = "needs the PyTorch model (PyTorch is not installed here)"
+        report.unavailable.update({"Parameter Count": why, "Computational Complexity": why, "Memory Usage": why})
+        _file_memory(report, options, files, fusions)
+        return
+    from models.bench_targets import model_tables
+
+    say("measuring parameters, GFLOPs and peak memory per part (a fresh process per part)")
+    gpu = any(r.case.backend.startswith("torch-cuda") and r.stats for r in report.results)
+    params, flops, memory, note = model_tables(
+        _backbone(options, files), fusions, report.table_size, options.weights, "cuda" if gpu else "cpu"
+    )
+    report.params, report.flops, report.memory, report.memory_note = params, flops, memory, note
+
+
+def _file_memory(report: BenchReport, options: BenchOptions, files, fusions) -> None:
+    """Without PyTorch: peak memory of the whole network from the FP32 ONNX models (ONNX Runtime)."""
+    from runtime import memory
+
+    if not memory.supported():
+        report.memory_note = "not measured: needs Linux /proc"
+        return
+    size = report.table_size
+    report.memory = {}
+    for fusion in fusions:
+        model = pick_model(files, Case("onnxruntime-cpu", "fp32", fusion, size, 1), options.backbone)
+        if model is not None:
+            args = [str(model.path), "1", str(size), str(size), str(options.threads or 0)]
+            report.memory[fusion] = {"network": memory.measure_in_child("runtime.memory", args)["peak_added_mb"]}
+    report.memory_note = "ONNX Runtime CPU, FP32, peak resident memory added by one inference, fresh process"

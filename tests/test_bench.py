@@ -1,0 +1,117 @@
+"""`msdeploy bench`: interleaved timing, every output file with the expected rows and columns,
+missing backends reported instead of crashed on, and the runtime-only mode (no PyTorch)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+
+import pytest
+from click.testing import CliRunner
+
+import runtime.bench_run as bench_run
+from msdeploy.cli import main
+from runtime.bench_run import BenchOptions, run_bench
+from runtime.benchmark import Case, Settings, Target, run_cases
+from runtime.errors import UserError
+from runtime.timing import time_interleaved
+from tests.conftest import EXPORTED_FUSIONS, SMALL_BACKBONE, copy_model
+
+SIZES = (64, 96)
+
+
+@pytest.fixture(scope="module")
+def models(exported, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench-models")
+    for path in exported.values():
+        copy_model(path, folder / path.name)
+    return folder
+
+
+def test_interleaved_timing_uses_reported_device_time_and_min_time():
+    order = []
+    fns = {"host": lambda: order.append("host"), "device": lambda: order.append("device") or 0.25}
+    stats = time_interleaved(fns, warmup=1, iterations=3)
+    assert order[:4] == ["host", "device", "host", "device"]  # one call each per round
+    assert stats["device"].median_ms == pytest.approx(250.0) and stats["host"].median_ms < 50
+    slow = time_interleaved({"s": lambda: time.sleep(0.01)}, warmup=0, iterations=2, min_time=0.1)
+    assert slow["s"].iterations >= 9  # min_time added rounds past the 2 asked for
+
+
+def test_run_cases_reports_failures_and_speedups():
+    cases = [Case(b, "fp32", "absi", 64, 1) for b in ("torch-cpu", "onnxruntime-cpu", "tensorrt", "broken")]
+    times = {"torch-cpu": 0.2, "onnxruntime-cpu": 0.1}
+
+    def make(case: Case) -> Target:
+        if case.backend == "broken":
+            raise RuntimeError("engine file is corrupt\nmore")
+        return Target(lambda: times[case.backend], "reported")
+
+    results = run_cases(
+        cases, make, {cases[2]: "TensorRT not installed"}, Settings(0, 2), reference=bench_run.reference_case
+    )
+    by = {r.case.backend: r for r in results}
+    assert by["onnxruntime-cpu"].speedup == pytest.approx(2.0) and by["torch-cpu"].speedup == pytest.approx(1.0)
+    assert by["tensorrt"].skipped == "TensorRT not installed" and by["tensorrt"].stats is None
+    assert by["broken"].skipped == "failed to load: engine file is corrupt"
+    assert by["onnxruntime-cpu"].throughput == pytest.approx(10.0)
+
+
+def test_bench_command_writes_every_file(models, tmp_path):
+    out = tmp_path / "results"
+    args = ["bench", "--backbone", SMALL_BACKBONE, "--models", str(models), "--sizes", ",".join(map(str, SIZES)),
+            "--backends", "torch-cpu,onnxruntime-cpu,tensorrt", "--warmup", "1", "--iters", "2", "--threads", "2",
+            "--output", str(out)]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    stem = f"bench-{SMALL_BACKBONE}"
+    assert {p.name for p in out.iterdir()} == {f"{stem}.{suffix}" for suffix in ("md", "csv", "json", "png")}
+    assert (out / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    rows = list(csv.DictReader((out / f"{stem}.csv").open()))
+    assert len(rows) == 3 * len(EXPORTED_FUSIONS) * len(SIZES)  # backends x fusions x sizes
+    assert {"median_ms", "p90_ms", "p99_ms", "std_ms", "images_per_s", "speedup_vs_eager"} <= set(rows[0])
+    for row in rows:
+        if row["backend"] == "tensorrt":  # missing here: reported with the reason, not dropped
+            assert row["skipped"].startswith("TensorRT cannot run here") and row["median_ms"] == ""
+        else:
+            assert float(row["median_ms"]) > 0 and row["skipped"] == "" and float(row["speedup_vs_eager"]) > 0
+
+    md = (out / f"{stem}.md").read_text()
+    for title in ("Inference Time: torch-cpu fp32", "Inference Time: onnxruntime-cpu fp32",
+                  "Integration Method Comparison (96x96", "Memory Usage", "Parameter Count",
+                  "Computational Complexity", "Achieved compute rate", "Not run here", "All measurements"):  # fmt: skip
+        assert title in md, title
+    assert "- command: `msdeploy bench --backbone pvt_v2_b0" in md and "- machine:" in md
+    assert "| 96x96 |" in md
+    data = json.loads((out / f"{stem}.json").read_text())
+    assert set(data["memory"]) == set(EXPORTED_FUSIONS)
+    assert all(v > 0 for part in data["memory"].values() for v in part.values())
+    totals = {f: next(r["gflops"] for r in rows_ if r["key"] == "total") for f, rows_ in data["flops"].items()}
+    assert all(t > 0 for t in totals.values()) and data["matmul_gflops"] > 0
+
+
+def test_runtime_only_mode_times_files_and_lists_what_needs_pytorch(models, monkeypatch):
+    monkeypatch.setattr(bench_run, "has_torch", lambda: False)
+    options = BenchOptions(
+        backends=("torch-cpu", "onnxruntime-cpu"), sizes=(64,), backbone=None, models=models, warmup=0, iterations=1
+    )
+    report = run_bench(options, say=lambda m: None)
+    by = {(r.case.backend, r.case.fusion): r for r in report.results}
+    assert all(by[("onnxruntime-cpu", f)].stats for f in EXPORTED_FUSIONS)
+    assert all("PyTorch is not installed" in by[("torch-cpu", f)].skipped for f in EXPORTED_FUSIONS)
+    assert set(report.unavailable) == {"Parameter Count", "Computational Complexity", "Memory Usage"}
+    assert set(report.memory) == set(EXPORTED_FUSIONS)  # from the ONNX models, in a child process
+    titles = [t.title for t in report.tables()]
+    assert "Parameter Count" not in titles and "Not run here" in titles
+
+    with pytest.raises(UserError, match="PyTorch is not installed to export them: pass --models"):
+        run_bench(BenchOptions(backends=("onnxruntime-cpu",), sizes=(64,)), say=lambda m: None)
+
+
+def test_bad_options_are_named():
+    with pytest.raises(UserError, match="--backends: tensorrtt is not one of"):
+        run_bench(BenchOptions(backends=("tensorrtt",)))
+    with pytest.raises(UserError, match="--models .* is not a folder"):
+        run_bench(BenchOptions(backends=("onnxruntime-cpu",), models="/no/such/folder", sizes=(64,)))
