@@ -8,7 +8,9 @@ from msdeploy.output import console, err_console, print_table, progress_bar
 from runtime.bench_report import BenchReport
 
 
-def run_bench_command(options, output: Path | None, show_detail: bool = False) -> BenchReport:
+def run_bench_command(
+    options, output: Path | None, show_detail: bool = False, latency_only: bool = False
+) -> BenchReport:
     from runtime.bench_run import run_bench
 
     with progress_bar("timing", total=1) as update:
@@ -17,7 +19,7 @@ def run_bench_command(options, output: Path | None, show_detail: bool = False) -
             update(done, label, total=total)
 
         report = run_bench(options, say=lambda msg: err_console.log(msg), progress=progress)
-    show_report(report, show_detail)
+    show_report(report, show_detail, latency_only)
     if output is not None:
         written = report.write(output)
         for kind, where in written.items():
@@ -25,8 +27,8 @@ def run_bench_command(options, output: Path | None, show_detail: bool = False) -
     return report
 
 
-def show_report(report: BenchReport, show_detail: bool = False) -> None:
-    tables = report.tables()
+def show_report(report: BenchReport, show_detail: bool = False, latency_only: bool = False) -> None:
+    tables = report.inference_time_tables() if latency_only else report.tables()
     if not show_detail:
         tables = [t for t in tables if t.title != "All measurements"]
     for table in tables:

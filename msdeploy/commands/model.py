@@ -98,7 +98,7 @@ def demo_latency(backbone: str, fusions: Sequence[str], sizes: Sequence[int], mo
         command=f"msdeploy bench --backbone {backbone} --models {models} --fusion {','.join(fusions)} "
         f"--sizes {','.join(map(str, sizes))} --warmup 2 --iters 5 --no-tables",
     )
-    run_bench_command(options, output=None)
+    run_bench_command(options, output=None, latency_only=True)
 
 
 def demo_weights(backbone: str, fusion: str):
