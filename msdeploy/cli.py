@@ -15,6 +15,7 @@ import click
 
 from msdeploy import __version__
 from runtime.errors import MSDeployError
+from runtime.metadata import FUSION_NAMES
 
 
 class ReportedError(click.ClickException):
@@ -144,7 +145,7 @@ def _parse_hw(ctx, param, value: str | None) -> tuple[int, int] | None:
     return None if value is None else _parse_sizes(value)[0]
 
 
-FUSION_CHOICES = ("hierarchical", "absi", "concat", "average")
+FUSION_CHOICES = FUSION_NAMES
 
 
 @main.group()

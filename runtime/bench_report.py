@@ -11,7 +11,7 @@ import csv
 import io
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +52,8 @@ class Table:
 
 @dataclass
 class BenchReport:
-    """What one `msdeploy bench` run measured. `static` parts come from the PyTorch model (or an
-    export's sidecar); each is None with a reason when it could not be produced here."""
+    """What one `msdeploy bench` run measured. The parameter, FLOP and per-part memory tables come
+    from the PyTorch model; where they could not be produced, `unavailable` says why."""
 
     command: str
     stamp: str
@@ -219,11 +219,8 @@ class BenchReport:
         )
 
     def skipped_table(self) -> Table | None:
-        seen: dict[tuple[str, str], str] = {}
-        for r in self.results:
-            if r.stats is None:
-                seen.setdefault((r.case.variant, r.skipped), r.case.fusion)
-        rows = [[variant, why] for (variant, why) in seen] + [[name, why] for name, why in self.unavailable.items()]
+        seen = dict.fromkeys((r.case.variant, r.skipped) for r in self.results if r.stats is None)
+        rows = [[variant, why] for variant, why in seen] + [[name, why] for name, why in self.unavailable.items()]
         return Table("Not run here", ["what", "why"], rows) if rows else None
 
     def tables(self) -> list[Table]:
@@ -268,20 +265,7 @@ class BenchReport:
         return buf.getvalue()
 
     def as_dict(self) -> dict:
-        return {
-            "command": self.command,
-            "stamp": self.stamp,
-            "backbone": self.backbone,
-            "settings": self.settings,
-            "results": [r.as_dict() for r in self.results],
-            "params": self.params,
-            "flops": self.flops,
-            "table_size": self.table_size,
-            "memory": self.memory,
-            "memory_note": self.memory_note,
-            "matmul_gflops": self.matmul_gflops,
-            "unavailable": self.unavailable,
-        }
+        return {**asdict(self), "results": [r.as_dict() for r in self.results]}
 
     def write(self, folder: str | Path, stem: str | None = None) -> dict[str, Path | str]:
         """bench-BACKBONE.md, .csv, .json and .png in `folder` (each written atomically); the plot's

@@ -28,11 +28,11 @@ from runtime.bench_targets import (
 from runtime.benchmark import PRECISIONS, Case, Settings, run_cases
 from runtime.environment import stamp
 from runtime.errors import UserError
+from runtime.metadata import FUSION_NAMES
 
 TORCH_BACKENDS = ("torch-cpu", "torch-cuda", "torch-cuda-graphs")
 BACKENDS = (*TORCH_BACKENDS, *FILE_BACKENDS)
 GPU_BACKENDS = ("torch-cuda", "torch-cuda-graphs", "onnxruntime-cuda", "tensorrt")
-FUSIONS = ("hierarchical", "absi", "concat", "average")
 
 
 @dataclass
@@ -58,7 +58,7 @@ class BenchOptions:
         for name, given, allowed in (
             ("--backends", self.backends, BACKENDS),
             ("--precision", self.precisions, PRECISIONS),
-            ("--fusion", self.fusions, FUSIONS),
+            ("--fusion", self.fusions, FUSION_NAMES),
         ):
             bad = [v for v in given if v not in allowed]
             if bad or not given:
@@ -152,14 +152,14 @@ def _backbone(options: BenchOptions, files: list[ModelFile]) -> str:
 
 
 def _model_files(options, cases, skipped, torch_here: bool, say) -> list[ModelFile]:
-    wanted = [c for c in cases if c.backend in FILE_BACKENDS and c not in skipped]
-    if not wanted:
-        return describe_folder(options.models) if options.models else []
     if options.models:
         folder = Path(options.models)
         if not folder.is_dir():
             raise UserError(f"--models {folder} is not a folder of exported models")
         return describe_folder(folder)
+    wanted = [c for c in cases if c.backend in FILE_BACKENDS and c not in skipped]
+    if not wanted:
+        return []
     if not torch_here:
         raise UserError(
             "no --models folder given, and PyTorch is not installed to export them: pass --models DIR "

@@ -6,7 +6,6 @@ exports from any machine fills the tables on a board that has only the runtime i
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,9 +68,12 @@ def pick_model(files: list[ModelFile], case: Case, backbone: str | None) -> Mode
 
 def backend_unavailable(backend: str) -> str | None:
     """Why a file backend cannot run on this machine at all, or None."""
+    from runtime.environment import collect_environment
+
+    env = {b.name: b for b in collect_environment().backends}
     if backend.startswith("onnxruntime"):
-        if importlib.util.find_spec("onnxruntime") is None:
-            return "onnxruntime is not installed (pip install onnxruntime)"
+        if not env["onnxruntime"].available:
+            return env["onnxruntime"].detail
         if backend == "onnxruntime-cuda":
             import onnxruntime as ort
 
@@ -79,10 +81,7 @@ def backend_unavailable(backend: str) -> str | None:
                 return "onnxruntime has no CUDAExecutionProvider here (needs onnxruntime-gpu and a GPU)"
         return None
     if backend == "tensorrt":
-        from runtime.environment import collect_environment
-
-        detail = next((b for b in collect_environment().backends if b.name == "tensorrt"), None)
-        return None if detail and detail.available else f"TensorRT cannot run here: {detail.detail if detail else '?'}"
+        return None if env["tensorrt"].available else f"TensorRT cannot run here: {env['tensorrt'].detail}"
     return f"unknown backend {backend!r}"
 
 

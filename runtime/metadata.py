@@ -16,6 +16,8 @@ from runtime.errors import UserError
 from runtime.files import check_output_path, sha256_file
 
 FORMAT = "msdeploy-model/1"
+# models.fusion.FUSIONS by name, for torch-free callers (the CLI, the benchmark); a test keeps them equal
+FUSION_NAMES = ("hierarchical", "absi", "concat", "average")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

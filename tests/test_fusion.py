@@ -98,3 +98,9 @@ def test_unknown_fusion():
 def test_absi_channels_must_split_into_heads():
     with pytest.raises(ValueError, match="divisible by 8"):
         ScaleAttention(36)
+
+
+def test_torch_free_fusion_names_match_the_registry():
+    from runtime.metadata import FUSION_NAMES
+
+    assert tuple(FUSIONS) == FUSION_NAMES
