@@ -14,8 +14,20 @@ from pathlib import Path
 import click
 
 from msdeploy import __version__
-from runtime.errors import MSDeployError
+from runtime.errors import MSDeployError, UserError
 from runtime.metadata import FUSION_NAMES
+
+# the [export] extra's modules: a command that needs one on a runtime-only install says which extra to add
+DESKTOP_MODULES = {
+    "torch",
+    "timm",
+    "onnx",
+    "onnxscript",
+    "onnxslim",
+    "onnxconverter_common",
+    "safetensors",
+    "py_sod_metrics",
+}
 
 
 class ReportedError(click.ClickException):
@@ -40,6 +52,16 @@ class Group(click.Group):
             return super().invoke(ctx)
         except MSDeployError as exc:
             raise ReportedError(exc) from None
+        except ModuleNotFoundError as exc:
+            if exc.name not in DESKTOP_MODULES:
+                raise
+            raise ReportedError(
+                UserError(
+                    f"this command needs {exc.name}, which the runtime-only install leaves out: "
+                    "pip install 'multiscale-deploy[export]' (on a board, run infer, bench --models and "
+                    "export engine with the exported models instead)"
+                )
+            ) from None
 
 
 def invocation() -> str:
@@ -129,6 +151,10 @@ def demo(backbone: str, fusions: str, sizes: tuple[int, ...], output_dir: Path, 
         raise SystemExit(1)
 
 
+def _parse_names(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
 def _parse_sizes(value: str) -> tuple[tuple[int, int], ...]:
     """'256,320x240' -> ((256, 256), (320, 240))."""
     sizes = []
@@ -216,6 +242,13 @@ def _parse_bytes(ctx, param, value: str | None) -> int | None:
         raise click.BadParameter(f"expected a size such as 4G or 512M, got {value!r}") from None
 
 
+def _profile_batch_option(help_text: str):
+    """--batch for the commands that lay out a TensorRT optimization profile."""
+    return click.option(
+        "--batch", "batches", default="1", show_default=True, callback=lambda c, p, v: _parse_ints(v), help=help_text
+    )
+
+
 @export.command("engine")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option(
@@ -227,14 +260,7 @@ def _parse_bytes(ctx, param, value: str | None) -> int | None:
 @click.option("--min-shape", callback=_parse_shape, metavar="BxCxHxW", help="Profile minimum [1x3x128x128].")
 @click.option("--opt-shape", callback=_parse_shape, metavar="BxCxHxW", help="Profile optimum [1x3xdefault size].")
 @click.option("--max-shape", callback=_parse_shape, metavar="BxCxHxW", help="Profile maximum [Bx3x1024x1024].")
-@click.option(
-    "--batch",
-    "batches",
-    default="1",
-    show_default=True,
-    callback=lambda c, p, v: _parse_ints(v),
-    help="Batch sizes the default profile covers.",
-)
+@_profile_batch_option("Batch sizes the default profile covers.")
 @click.option(
     "--timing-cache", type=click.Path(dir_okay=False), help="[default: msdeploy.timing-cache beside the engine]"
 )
@@ -287,6 +313,80 @@ def export_engine_cmd(
             calib_cache=Path(calib_cache) if calib_cache else None,
             recalibrate=recalibrate,
             output=Path(output) if output else None,
+            force=force,
+        )
+    )
+
+
+@export.command("bundle")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(), required=True, help="The bundle folder to write.")
+@click.option(
+    "--precision",
+    "precisions",
+    default=None,
+    help="Comma-separated variants [default: fp32,fp16, plus int8 with --calib-data].",
+)
+@click.option(
+    "--engine-precision",
+    type=click.Choice(("fp32", "fp16", "int8")),
+    help="The variant build_engine.sh compiles on the board [default: fp16 when bundled, else fp32].",
+)
+@click.option("--calib-data", type=click.Path(file_okay=False), help="INT8: calibration images.")
+@click.option("--calib-count", type=int, default=64, show_default=True, help="INT8: images used.")
+@click.option("--method", type=click.Choice(["entropy", "max", "percentile"]), default="percentile", show_default=True)
+@click.option("--weights", type=click.Path(dir_okay=False), help="The checkpoint MODEL was exported from (FP16 check).")
+@_profile_batch_option("Batch sizes the engine profile covers.")
+@click.option(
+    "--max-size", type=int, default=1024, show_default=True, help="Largest image side; lower it on 8 GB boards."
+)
+@click.option("--workspace", default="2G", show_default=True, help="Builder workspace limit for the board.")
+@click.option("--dla-core", type=int, help="Build for this DLA core (Orin NX/AGX), with GPU fallback.")
+@click.option("--wheel/--no-wheel", default=True, show_default=True, help="Include the project wheel.")
+@click.option("--force", is_flag=True, help="Replace an output folder that is not empty.")
+def export_bundle_cmd(
+    model,
+    output,
+    precisions,
+    engine_precision,
+    calib_data,
+    calib_count,
+    method,
+    weights,
+    batches,
+    max_size,
+    workspace,
+    dla_core,
+    wheel,
+    force,
+) -> None:
+    """One folder to copy to a Jetson or server: MODEL (an FP32 ONNX from `export onnx`) with FP16/INT8
+    variants, metadata, calibration cache, the project wheel, a README for the board and
+    build_engine.sh, the one command that builds the engine there (engines are not portable)."""
+    from export.bundle import BundleOptions
+    from msdeploy.commands.export_cmds import run_bundle
+
+    _parse_bytes(None, None, workspace)  # a bad size fails here, not on the board
+    if precisions is None:
+        chosen = ("fp32", "fp16", "int8") if calib_data else ("fp32", "fp16")
+    else:
+        chosen = _parse_names(precisions)
+    run_bundle(
+        BundleOptions(
+            model=Path(model),
+            output=Path(output),
+            precisions=chosen,
+            engine_precision=engine_precision or ("fp16" if "fp16" in chosen else "fp32"),
+            calib_data=Path(calib_data) if calib_data else None,
+            calib_count=calib_count,
+            method=method,
+            weights=Path(weights) if weights else None,
+            batches=batches,
+            max_size=max_size,
+            workspace=workspace,
+            dla_core=dla_core,
+            wheel=wheel,
+            command=invocation(),
             force=force,
         )
     )
@@ -461,6 +561,72 @@ def accuracy(models, data, size, count, methods, calib_data, target, sensitivity
     )
 
 
+def _parse_pixels(ctx, param, value: str | None) -> int | None:
+    """'50M' -> 50_000_000 pixels; 'none' lifts the limit."""
+    if value is None or value.lower() == "none":
+        return None
+    text = value.strip().upper()
+    try:
+        return int(float(text[:-1]) * 1e6) if text.endswith("M") else int(text)
+    except ValueError:
+        raise click.BadParameter(f"expected a pixel count such as 50M, got {value!r}") from None
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "-o", "--output", type=click.Path(), default="masks", show_default=True, help="Folder for the masks and overlays."
+)
+@click.option(
+    "--threshold", type=float, default=0.5, show_default=True, help="Probability at which a pixel is in the mask."
+)
+@click.option("--size", callback=_parse_hw, metavar="HxW", help="Network input size [default: the model's, 352].")
+@click.option(
+    "--backend",
+    type=click.Choice(("auto", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")),
+    default="auto",
+    show_default=True,
+    help="auto: ONNX Runtime for .onnx (best provider installed), TensorRT for .engine.",
+)
+@click.option("--threads", type=int, help="ONNX Runtime CPU threads [default: all cores].")
+@click.option("--soft", is_flag=True, help="Write probability maps (grey levels) instead of binary masks.")
+@click.option("--overlay/--no-overlay", default=True, show_default=True, help="Also write NAME_overlay.png.")
+@click.option(
+    "--max-pixels",
+    callback=_parse_pixels,
+    default="50M",
+    show_default=True,
+    help="Larger images are decoded at 1/2-1/8 scale (JPEG) or skipped, so memory stays bounded; 'none' lifts it.",
+)
+@click.option("--force", is_flag=True, help="Write into an output folder that is not empty.")
+def infer(model, inputs, output, threshold, size, backend, threads, soft, overlay, max_pixels, force) -> None:
+    """Turn images into masks: for every image in INPUTS (files or folders, searched recursively)
+    write NAME_mask.png and NAME_overlay.png at the image's own size, and summary.json. MODEL is an
+    exported .onnx or a TensorRT .engine; preprocessing follows its metadata. Unreadable files are
+    reported and skipped."""
+    from msdeploy.commands.infer import run_infer_command
+    from runtime.inference_job import InferOptions
+
+    code = run_infer_command(
+        InferOptions(
+            model=Path(model),
+            inputs=[Path(i) for i in inputs],
+            output=Path(output),
+            threshold=threshold,
+            size=size,
+            backend=backend,
+            threads=threads,
+            soft=soft,
+            overlay=overlay,
+            max_pixels=max_pixels,
+            force=force,
+        )
+    )
+    if code:
+        raise SystemExit(code)
+
+
 @main.group()
 def data() -> None:
     """Data sets: synthetic camouflage images with masks (for demos, tests and calibration)."""
@@ -531,10 +697,6 @@ def selftest(gpu, fusions, work, output, iters, cuda_graphs) -> None:
     names = tuple(f.strip() for f in fusions.split(",") if f.strip())
     if not run_selftest(Path(work), Path(output), names, iters, invocation(), cuda_graphs):
         raise SystemExit(1)
-
-
-def _parse_names(value: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 @main.command()

@@ -3,6 +3,9 @@
 import runtime
 runner = runtime.load("model.onnx")    # or "model.engine" (TensorRT)
 outputs = runner.infer(image_batch)   # {"mask_logits": array}
+
+predictor = runtime.Predictor("model.onnx")   # images in, masks out
+mask = predictor.predict("photo.jpg").mask     # bool [H, W] at the photo's size
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from runtime.errors import MSDeployError, UserError, VerificationError
+from runtime.predict import Prediction, Predictor
 from runtime.runner import Runner, TensorSpec
 
 ONNX_SUFFIXES = (".onnx",)
@@ -34,4 +38,13 @@ def load(path: str | Path, **options) -> Runner:
     raise UserError(f"{path}: unknown model format {path.suffix!r}; supported: {known}")
 
 
-__all__ = ["MSDeployError", "Runner", "TensorSpec", "UserError", "VerificationError", "load"]
+__all__ = [
+    "MSDeployError",
+    "Prediction",
+    "Predictor",
+    "Runner",
+    "TensorSpec",
+    "UserError",
+    "VerificationError",
+    "load",
+]

@@ -5,6 +5,8 @@ Shared by calibration, accuracy reports and inference, so all of them feed the n
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ class ImageReadError(UserError):
     """One image could not be read; callers that walk folders report it and go on."""
 
 
-def _pil():
+def pillow():
     try:
         from PIL import Image, ImageOps
     except ImportError as exc:  # pragma: no cover - pillow is in every extra that reads images
@@ -27,25 +29,77 @@ def _pil():
     return Image, ImageOps
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
+# Images above this are decoded at a reduced scale (JPEG) or refused, so memory stays bounded:
+# about 11 bytes per pixel in `msdeploy infer` (image, probabilities, mask, overlay).
+DEFAULT_MAX_PIXELS = 50_000_000
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    rgb: np.ndarray  # uint8 [H, W, 3]
+    original_size: tuple[int, int]  # (H, W) of the file; larger than rgb's when decoded reduced
+    reduction: int = 1  # 1, 2, 4 or 8: the JPEG decoder's scale for an image over the pixel limit
+
+
+def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """An image file as RGB uint8 [H, W, 3]: grayscale, palette and RGBA are converted, EXIF rotation
-    applied."""
-    Image, ImageOps = _pil()
+    applied. An image over `max_pixels` is decoded at 1/2, 1/4 or 1/8 scale where the format allows
+    it (JPEG), else refused; the header is checked before any pixel is decoded."""
+    Image, ImageOps = pillow()
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-                background = Image.new("RGB", img.size, (0, 0, 0))
-                background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
-                img = background
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
+            with Image.open(path) as img:
+                width, height = img.size
+                if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # stored rotated by 90 degrees
+                    original = (width, height)
+                else:
+                    original = (height, width)
+                reduction = _reduction(width * height, max_pixels, img.format)
+                if reduction is None:
+                    raise ImageReadError(
+                        f"{path} is {width}x{height} ({width * height / 1e6:.0f} MP), over the limit of "
+                        f"{max_pixels / 1e6:.0f} MP for {img.format} images; downscale it or raise --max-pixels"
+                    )
+                if reduction > 1:
+                    img.draft("RGB", (width // reduction, height // reduction))
+                img = ImageOps.exif_transpose(img)
+                if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+                    background = Image.new("RGB", img.size, (0, 0, 0))
+                    background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+                    img = background
+                rgb = np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow's errors for unreadable or truncated files
         raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+    return LoadedImage(rgb, original, reduction)
+
+
+def _reduction(pixels: int, max_pixels: int | None, fmt: str | None) -> int | None:
+    """The JPEG draft scale that brings `pixels` under the limit: 1 when it already is, None when no
+    scale the decoder offers does."""
+    if max_pixels is None or pixels <= max_pixels:
+        return 1
+    if fmt != "JPEG":
+        return None
+    for reduction in (2, 4, 8):
+        if pixels / reduction**2 <= max_pixels:
+            return reduction
+    return None
+
+
+def load_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """An image file as RGB uint8 [H, W, 3] (see `read_image`)."""
+    return read_image(path, max_pixels).rgb
 
 
 def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of an RGB uint8 image to (H, W)."""
-    Image, _ = _pil()
+    Image, _ = pillow()
     height, width = size
     if image.shape[:2] == (height, width):
         return image

@@ -53,11 +53,15 @@ def copy_model(source: Path, target: Path) -> Path:
 
 
 EXPORTED_FUSIONS = ("hierarchical", "absi")
+# hierarchical carries the packaged demo checkpoint (real masks, and the export-from-weights path);
+# absi is random-init seed 0 (the path without weights)
+DEMO_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / f"{SMALL_BACKBONE}_hierarchical.safetensors"
+EXPORT_WEIGHTS: dict[str, Path | None] = {"hierarchical": DEMO_WEIGHTS, "absi": None}
 
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory) -> dict[str, Path]:
-    """pvt_v2_b0 exports (mask logits and fused features) of both fusion modes, random-init seed 0."""
+    """pvt_v2_b0 exports (mask logits and fused features) of both fusion modes, with EXPORT_WEIGHTS."""
     out = tmp_path_factory.mktemp("onnx")
     procs = {}
     for fusion in EXPORTED_FUSIONS:
@@ -76,6 +80,8 @@ def exported(tmp_path_factory) -> dict[str, Path]:
             "-o",
             str(path),
         ]
+        if EXPORT_WEIGHTS[fusion]:
+            cmd += ["--weights", str(EXPORT_WEIGHTS[fusion])]
         procs[fusion] = (path, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     paths = {}
     for fusion, (path, proc) in procs.items():
@@ -83,3 +89,13 @@ def exported(tmp_path_factory) -> dict[str, Path]:
         assert proc.returncode == 0, log
         paths[fusion] = path
     return paths
+
+
+@pytest.fixture(scope="session")
+def fp16_absi(exported, tmp_path_factory):
+    """The ABSI export copied to its own folder as absi.onnx, with its FP16 variant beside it."""
+    from export.precision import convert_fp16
+
+    folder = tmp_path_factory.mktemp("fp16")
+    source = copy_model(exported["absi"], folder / "absi.onnx")
+    return source, convert_fp16(source)

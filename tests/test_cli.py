@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -66,6 +67,7 @@ def test_demo_reuses_its_exports(run, exported, tmp_path):
     assert result.exit_code == 0, result.output
     assert "(1,32,16,16)" in result.output and "(1,1,96,96)" in result.output
     assert "reusing" in result.output and "Parity" in result.output
+    assert (tmp_path / "masks-preview.png").is_file() and (tmp_path / "masks-absi" / "photo0_mask.png").is_file()
     assert re.findall(r"│ (PASS|FAIL)\s+│", result.output) == ["PASS"] * (2 * 2 * 5)
 
 
@@ -88,11 +90,27 @@ def test_base_cli_and_runtime_do_not_import_torch_or_onnx():
     code = (
         "import sys, runtime, runtime.environment, msdeploy.cli\n"
         "import runtime.bench_run, runtime.bench_report, runtime.bench_targets, runtime.memory\n"
+        "import runtime.predict, runtime.inference_job, runtime.postprocess, msdeploy.commands.infer\n"
         "from click.testing import CliRunner\n"
         "assert CliRunner().invoke(msdeploy.cli.main, ['--help']).exit_code == 0\n"
         "assert CliRunner().invoke(msdeploy.cli.main, ['bench', '--help']).exit_code == 0\n"
+        "assert CliRunner().invoke(msdeploy.cli.main, ['infer', '--help']).exit_code == 0\n"
         "assert CliRunner().invoke(msdeploy.cli.main, ['info']).exit_code == 0\n"
         "heavy = sorted(m for m in ('torch', 'onnx', 'timm') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_board_side_code_needs_no_newer_python_than_jetpack_6():
+    """JetPack 6 has Python 3.10: the runtime, the CLI and the engine builder must not need 3.11
+    (checked statically with vermin; this workplace has no 3.10 interpreter)."""
+    root = Path(__file__).resolve().parents[1]
+    targets = [root / "runtime", root / "msdeploy", *(root / "export" / f for f in ("tensorrt_build.py", "bundle.py"))]
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "vermin"), "-t=3.10-", "--no-tips", "--violations", "--eval-annotations"]
+        + [str(t) for t in targets],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -23,29 +23,40 @@ from export.parity import rebuild_reference, reference_fn, run_parity
 from models.scaling import MultiScaleInputGenerator
 from runtime.errors import UserError, VerificationError
 from runtime.metadata import read_sidecar
+from tests.conftest import EXPORT_WEIGHTS
 from tests.conftest import EXPORTED_FUSIONS as FUSIONS
 
-# 64..1024 pixels, square and not, multiples of 32 and not, batch 1..4
+# 64..1024 pixels, square and not, multiples of 32 and not, batch 1..4 (the float64 reference makes
+# each pixel costly: the largest batched shape runs in the slow set)
 PARITY_SHAPES = [
     (1, 3, 64, 64),
     (4, 3, 97, 131),
     (2, 3, 352, 352),
-    (3, 3, 200, 600),
+    (2, 3, 200, 600),
     (1, 3, 1024, 1024),
-    (2, 3, 720, 1024),
     (1, 3, 1024, 77),
 ]
+LARGE_PARITY_SHAPES = [(2, 3, 720, 1024), (3, 3, 200, 600)]
 
 
-@pytest.mark.parametrize("fusion", FUSIONS)
-def test_parity_across_sizes(exported, fusion):
+@pytest.mark.parametrize(
+    "fusion, shapes",
+    [
+        *(pytest.param(f, PARITY_SHAPES, id=f) for f in FUSIONS),
+        *(pytest.param(f, LARGE_PARITY_SHAPES, marks=pytest.mark.slow, id=f"{f}-large") for f in FUSIONS),
+    ],
+)
+def test_parity_across_sizes(exported, fusion, shapes):
     runner = runtime.load(exported[fusion])
-    net = rebuild_reference(runner.metadata, None)
-    report = run_parity(exported[fusion], reference_fn(net, features=True), PARITY_SHAPES, runner=runner)
+    net = rebuild_reference(runner.metadata, EXPORT_WEIGHTS[fusion])
+    report = run_parity(exported[fusion], reference_fn(net, features=True), shapes, runner=runner)
     worst = report.worst()
     assert set(worst) == {"mask_logits", "fused_s4", "fused_s8", "fused_s16", "fused_s32"}
     assert report.passed, report.summary()
-    assert max(worst.values()) <= 1e-4, worst
+    # within 1e-4, or (trained weights, larger logits) within a few times PyTorch's own FP32 error
+    for row in report.rows:
+        bound = max(1e-4, 4 * (row.agreement.reference_error or 0.0))
+        assert row.agreement.max_abs <= bound, (row.output, row.shape, row.agreement)
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)
@@ -60,8 +71,9 @@ def test_metadata_and_sidecar(exported, fusion):
     assert meta.input_name == "image" and meta.input_layout == "NCHW"
     assert meta.normalization.mean == [0.485, 0.456, 0.406]
     assert meta.versions["torch"] and meta.versions["onnx"] and meta.versions["timm"]
-    assert meta.weights["source"] == "random-init" and len(meta.weights["state_sha256"]) == 64
-    assert meta.parity["max_abs"]["mask_logits"] < 1e-4
+    assert meta.weights["source"] == ("file" if EXPORT_WEIGHTS[fusion] else "random-init")
+    assert len(meta.weights["state_sha256"]) == 64
+    assert meta.parity["max_abs"]["mask_logits"] < (1e-3 if EXPORT_WEIGHTS[fusion] else 1e-4)  # trained: larger logits
     # dynamic batch, height and width in the graph itself
     (image,) = runner.inputs
     assert image.shape[1] == 3 and all(isinstance(d, str) for d in (image.shape[0], *image.shape[2:]))
@@ -327,7 +339,8 @@ def test_parity_fails_with_exit_code_1_on_a_wrong_model(exported, tmp_path):
     path = tmp_path / "tampered.onnx"
     onnx.save(model, str(path))
     result = subprocess.run(
-        [sys.executable, "-m", "msdeploy.cli", "parity", str(path), "--sizes", "64", "--batch", "1"],
+        [sys.executable, "-m", "msdeploy.cli", "parity", str(path), "--sizes", "64", "--batch", "1"]
+        + ["--weights", str(EXPORT_WEIGHTS["hierarchical"])],
         capture_output=True,
         text=True,
     )

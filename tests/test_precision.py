@@ -10,14 +10,11 @@ import pytest
 import runtime
 from export.precision import FP32_OPS, convert_fp16
 from runtime.errors import UserError
-from tests.conftest import copy_model
 
 
 @pytest.fixture(scope="module")
-def fp16_model(exported, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fp16")
-    source = copy_model(exported["absi"], folder / "absi.onnx")
-    return source, convert_fp16(source)
+def fp16_model(fp16_absi):
+    return fp16_absi
 
 
 def test_fp16_graph_properties(fp16_model):

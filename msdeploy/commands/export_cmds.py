@@ -1,4 +1,4 @@
-"""`msdeploy export onnx` and `msdeploy parity`."""
+"""`msdeploy export onnx`, `msdeploy export bundle` and `msdeploy parity`."""
 
 from __future__ import annotations
 
@@ -53,3 +53,19 @@ def run_parity(model: str, sizes: Sequence[tuple[int, int]], batches: Sequence[i
     report = check_model_parity(model, sizes, batches, weights)
     show_parity(report, as_json)
     return report.passed
+
+
+def run_bundle(options) -> None:
+    from export.bundle import create_bundle
+
+    with progress_status("assembling the bundle") as progress:
+        result = create_bundle(options, progress=progress)
+    for note in result.notes:
+        console.print(note)
+    print_table(
+        f"Deploy bundle {result.path} ({result.seconds:.0f} s)",
+        ["file", "size"],
+        ((f["file"], f"{f['bytes'] / 1e6:.2f} MB") for f in result.files),
+        right=(1,),
+    )
+    console.print(f"on the board: [bold]sh {result.path.name}/build_engine.sh[/], which runs\n  {result.build_command}")

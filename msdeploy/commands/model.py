@@ -6,6 +6,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from msdeploy.commands.export_cmds import run_export_onnx, run_parity
 from msdeploy.output import console, millions, print_table
 
@@ -77,7 +79,63 @@ def run_demo(
         path = demo_export(backbone, fusion, output_dir, force, weights)
         passed &= run_parity(str(path), [(n, n) for n in sizes], (1, 2), weights, as_json=False)
     demo_latency(backbone, fusions, sizes, output_dir)
+    demo_masks(backbone, fusions, output_dir)
     return passed
+
+
+DEMO_PHOTO_SIZES = ((352, 352), (300, 400), (420, 320), (256, 256))
+
+
+def demo_masks(backbone: str, fusions: Sequence[str], output_dir: Path) -> Path:
+    """Masks and overlays for a few held-out synthetic images with each exported model (what
+    `msdeploy infer` writes), and one preview sheet: image, true mask, then each model's overlay."""
+    from calibration.synthetic import make_sample
+    from models.demo_training import HELD_OUT_SEED
+    from runtime.files import write_bytes_atomic
+    from runtime.inference_job import InferOptions, run_inference
+    from runtime.postprocess import encode_png
+
+    photos = output_dir / "photos"
+    truth = output_dir / "photos-truth"
+    rng = np.random.default_rng(HELD_OUT_SEED)
+    for folder in (photos, truth):
+        folder.mkdir(parents=True, exist_ok=True)
+    for i, size in enumerate(DEMO_PHOTO_SIZES):
+        sample = make_sample(rng, size)
+        write_bytes_atomic(photos / f"photo{i}.png", encode_png(sample.image))
+        write_bytes_atomic(truth / f"photo{i}.png", encode_png(sample.mask))
+    rows = []
+    for fusion in fusions:
+        model = output_dir / f"{backbone}_{fusion}.onnx"
+        out = output_dir / f"masks-{fusion}"
+        summary = run_inference(InferOptions(model=model, inputs=[photos], output=out, force=True))
+        net = summary.latency("network_ms")
+        rows.append((fusion, len(summary.results), f"{net['mean']:.0f} ms", str(out)))
+    print_table(
+        "msdeploy infer on held-out synthetic images (mask and overlay PNGs at each image's size)",
+        ["fusion", "images", "mean network latency", "written to"],
+        rows,
+    )
+    sheet = output_dir / "masks-preview.png"
+    write_bytes_atomic(sheet, encode_png(_preview_sheet(output_dir, fusions)))
+    console.print(f"[green]preview[/] {sheet}: each row is an image, its true mask, then the overlay of each model")
+    return sheet
+
+
+def _preview_sheet(output_dir: Path, fusions: Sequence[str], cell: int = 192) -> np.ndarray:
+    """Rows of [image | true mask | overlay per fusion], each cell `cell` pixels high."""
+    from PIL import Image
+
+    rows = []
+    for photo in sorted((output_dir / "photos").glob("*.png")):
+        tiles = [photo, output_dir / "photos-truth" / photo.name]
+        tiles += [output_dir / f"masks-{f}" / f"{photo.stem}_overlay.png" for f in fusions]
+        images = [Image.open(t).convert("RGB") for t in tiles]
+        width = round(images[0].width * cell / images[0].height)
+        row = np.concatenate([np.asarray(im.resize((width, cell), Image.BILINEAR)) for im in images], axis=1)
+        rows.append(row)
+    widest = max(r.shape[1] for r in rows)
+    return np.concatenate([np.pad(r, ((0, 4), (0, widest - r.shape[1]), (0, 0)), constant_values=255) for r in rows])
 
 
 def demo_latency(backbone: str, fusions: Sequence[str], sizes: Sequence[int], models: Path) -> None:

@@ -1,0 +1,372 @@
+"""`msdeploy export bundle`: one folder to copy to a Jetson (or any target): the ONNX models with
+their FP16/INT8 variants and metadata, the calibration cache, the project wheel for a runtime-only
+install, a README for the board, and the one command that builds the engine there.
+
+Engines are not portable across TensorRT versions or GPUs; the ONNX is. So the bundle carries ONNX
+and the build settings, and the engine is built on the device. The folder is assembled beside its
+destination and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.errors import UserError
+from runtime.files import sha256_file, write_bytes_atomic, write_json_atomic
+from runtime.metadata import model_sha256, read_sidecar, sidecar_path
+from runtime.tensorrt_common import format_shape
+
+PRECISIONS = ("fp32", "fp16", "int8")
+BUILD_SCRIPT = "build_engine.sh"
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class BundleOptions:
+    model: Path  # an FP32 ONNX model written by `msdeploy export onnx`
+    output: Path
+    precisions: tuple[str, ...] = ("fp32", "fp16")  # int8 needs calib_data
+    engine_precision: str = "fp16"  # the variant build_engine.sh compiles; Jetson's default
+    calib_data: Path | None = None
+    calib_count: int = 64
+    method: str = "percentile"
+    weights: Path | None = None  # the checkpoint MODEL came from: the FP16 variant is checked against it
+    batches: tuple[int, ...] = (1,)
+    max_size: int = 1024  # largest image side the engine accepts; lower it on 8 GB boards
+    workspace: str = "2G"  # builder workspace limit written into the build command
+    dla_core: int | None = None
+    wheel: bool = True
+    command: str = ""
+    force: bool = False
+
+
+@dataclass
+class BundleResult:
+    path: Path
+    files: list[dict] = field(default_factory=list)
+    build_command: str = ""
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _check(options: BundleOptions) -> None:
+    unknown = sorted(set(options.precisions) - set(PRECISIONS))
+    if unknown:
+        raise UserError(f"unknown precision(s) {', '.join(unknown)}; choose from {', '.join(PRECISIONS)}")
+    if "fp32" not in options.precisions:
+        raise UserError("a bundle always carries the FP32 model (the reference and the source of the others)")
+    if "int8" in options.precisions and options.calib_data is None:
+        raise UserError("INT8 needs calibration images: pass --calib-data DIR, or leave int8 out of --precision")
+    if options.engine_precision not in options.precisions:
+        raise UserError(
+            f"--engine-precision {options.engine_precision} is not among the bundled precisions "
+            f"({', '.join(options.precisions)})"
+        )
+    if not options.model.is_file():
+        raise UserError(f"model file not found: {options.model}")
+    side = read_sidecar(options.model)
+    if side is None:
+        raise UserError(
+            f"{options.model} has no sidecar {options.model.name}.json; bundle a model from `msdeploy export onnx`"
+        )
+    if side.get("precision") != "fp32":
+        raise UserError(
+            f"{options.model} is {side.get('precision')}; bundle the FP32 model (the variants are made from it)"
+        )
+    output = options.output
+    if output.exists() and not output.is_dir():
+        raise UserError(f"output {output} is a file; give a folder")
+    if output.is_dir() and any(output.iterdir()) and not options.force:
+        raise UserError(f"output folder {output} is not empty; pass --force to replace it")
+
+
+def _copy_model(source: Path, folder: Path) -> Path:
+    target = folder / source.name
+    shutil.copy2(source, target)
+    shutil.copy2(sidecar_path(source), sidecar_path(target))
+    return target
+
+
+def _reusable_fp16(source: Path) -> Path | None:
+    """An FP16 model already made from exactly this FP32 model (beside it), so bundling does not
+    convert and verify again."""
+    from export.precision import default_output
+
+    candidate = default_output(source, "fp16")
+    side = read_sidecar(candidate) if candidate.is_file() else None
+    if side and side.get("precision") == "fp16" and side.get("derived_from", {}).get("sha256") == model_sha256(source):
+        return candidate
+    return None
+
+
+def create_bundle(options: BundleOptions, progress: Callable[[str], None] | None = None) -> BundleResult:
+    """Assemble the bundle in a temporary folder beside `options.output`, then move it into place."""
+    from export.tensorrt_build import EngineOptions, model_metadata, resolve_profile
+
+    say = progress or (lambda message: None)
+    _check(options)
+    start = time.perf_counter()
+    meta = model_metadata(options.model)
+    batches = tuple(sorted(set(options.batches)))
+    largest = (batches[-1], 3, options.max_size, options.max_size)
+    profile = resolve_profile(meta, EngineOptions(model=options.model, batches=batches, max_shape=largest))
+    result = BundleResult(path=options.output)
+    options.output.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{options.output.name}.", dir=options.output.parent))
+    try:
+        fp32 = _copy_model(options.model, folder)
+        variants = {"fp32": fp32}
+        if "fp16" in options.precisions:
+            variants["fp16"] = _fp16_variant(options, fp32, say, result.notes)
+        if "int8" in options.precisions:
+            variants["int8"] = _int8_variant(options, fp32, say, result.notes)
+        if options.wheel:
+            say("building the project wheel (runtime-only install on the board)")
+            from export.project_wheel import build_project_wheel
+
+            wheel = build_project_wheel(folder / "wheels").name
+        else:
+            wheel = None
+        engine_model = variants[options.engine_precision]
+        result.build_command = build_command(engine_model.name, profile, options)
+        script = "#!/bin/sh\n" + BUILD_SCRIPT_BODY.format(command=result.build_command)
+        write_bytes_atomic(folder / BUILD_SCRIPT, script.encode())
+        (folder / BUILD_SCRIPT).chmod(0o755)
+        readme = board_readme(meta, variants, engine_model.name, profile, options, wheel, result.build_command)
+        write_bytes_atomic(folder / "README.md", readme.encode())
+        result.files = [
+            {"file": str(p.relative_to(folder)), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        ]
+        write_json_atomic(
+            folder / MANIFEST,
+            {
+                "format": "msdeploy-bundle/1",
+                "command": options.command,
+                "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                "source_model": {"file": options.model.name, "sha256": model_sha256(options.model)},
+                "backbone": meta.backbone,
+                "fusion": meta.fusion,
+                "variants": {k: v.name for k, v in variants.items()},
+                "engine": {
+                    "precision": options.engine_precision,
+                    "profile": profile.as_dict(),
+                    "workspace": options.workspace,
+                    "dla_core": options.dla_core,
+                    "command": result.build_command,
+                },
+                "files": result.files,
+            },
+        )
+        _move_into_place(folder, options.output)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # still there only when something failed
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _move_into_place(folder: Path, output: Path) -> None:
+    """Replace `output` (empty, or forced) by the finished folder."""
+    folder.chmod(0o755)  # mkdtemp makes 0700 folders
+    if output.exists():
+        old = output.with_name(f".{output.name}.old-{int(time.time())}")
+        output.rename(old)
+        folder.rename(output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        folder.rename(output)
+
+
+def _fp16_variant(options: BundleOptions, fp32: Path, say: Callable[[str], None], notes: list[str]) -> Path:
+    from export.precision import convert_fp16, default_output
+
+    existing = _reusable_fp16(options.model)
+    if existing is not None:
+        notes.append(f"FP16: reused {existing} (made from this FP32 model; checked when it was written)")
+        return _copy_model(existing, fp32.parent)
+    say("converting to FP16 (checked against PyTorch)")
+    weights = str(options.weights) if options.weights else None
+    return convert_fp16(fp32, default_output(fp32, "fp16"), weights=weights, force=True, progress=say).path
+
+
+def _int8_variant(options: BundleOptions, fp32: Path, say: Callable[[str], None], notes: list[str]) -> Path:
+    from calibration.cache import default_cache_path
+    from calibration.quantize import Int8Options, quantize_int8
+
+    cache = default_cache_path(fp32, options.method)
+    existing = default_cache_path(options.model, options.method)
+    if existing.is_file():
+        shutil.copy2(existing, cache)  # reused below only if its key matches this model and these images
+    result = quantize_int8(
+        Int8Options(
+            model=fp32,
+            calib_data=options.calib_data,
+            method=options.method,
+            target="tensorrt",
+            calib_count=options.calib_count,
+            calib_cache=cache,
+            force=True,
+        ),
+        progress=say,
+    )
+    notes.append(
+        f"INT8: calibration cache {cache.name} "
+        + ("reused (no calibration run)" if result.cache_reused else f"written ({result.calibration_images} images)")
+    )
+    return result.path
+
+
+def build_command(model_name: str, profile, options: BundleOptions) -> str:
+    engine = model_name[: -len(".onnx")] + ".engine"
+    parts = [
+        "msdeploy",
+        "export",
+        "engine",
+        model_name,
+        "--min-shape",
+        format_shape(profile.min),
+        "--opt-shape",
+        format_shape(profile.opt),
+        "--max-shape",
+        format_shape(profile.max),
+        "--workspace",
+        options.workspace,
+    ]
+    if options.dla_core is not None:
+        parts += ["--dla-core", str(options.dla_core)]
+    parts += ["--output", engine]
+    return shlex.join(parts)
+
+
+def trtexec_command(model_name: str, profile, options: BundleOptions) -> str:
+    """The same build with NVIDIA's trtexec, for users who check with TensorRT's own tool."""
+    shape = "{}:{}".format
+    parts = [
+        "trtexec",
+        f"--onnx={model_name}",
+        f"--saveEngine={model_name[: -len('.onnx')]}.trtexec.engine",
+        "--stronglyTyped",
+        f"--minShapes={shape(profile.input, format_shape(profile.min))}",
+        f"--optShapes={shape(profile.input, format_shape(profile.opt))}",
+        f"--maxShapes={shape(profile.input, format_shape(profile.max))}",
+        f"--memPoolSize=workspace:{_mebibytes(options.workspace)}M",
+    ]
+    if options.dla_core is not None:
+        parts += [f"--useDLACore={options.dla_core}", "--allowGPUFallback"]
+    return shlex.join(parts)
+
+
+def _mebibytes(size: str) -> int:
+    units = {"K": 1 / 1024, "M": 1, "G": 1024}
+    text = size.strip().upper().removesuffix("B")
+    return int(float(text[:-1]) * units[text[-1]]) if text[-1:] in units else int(text) >> 20
+
+
+BUILD_SCRIPT_BODY = """\
+# Build the TensorRT engine for THIS device from the bundle's ONNX model. Engines are not portable
+# across TensorRT versions or GPUs, so run this on the board itself (once; a timing cache is kept).
+# Extra arguments go to `msdeploy export engine`, e.g. --force to rebuild.
+set -eu
+cd "$(dirname "$0")"
+exec {command} "$@"
+"""
+
+
+def board_readme(
+    meta, variants: dict[str, Path], engine_model: str, profile, options: BundleOptions, wheel: str | None, command: str
+) -> str:
+    engine = engine_model[: -len(".onnx")] + ".engine"
+    models = "\n".join(
+        f"| `{path.name}` | {precision} | {_describe(precision)} |" for precision, path in variants.items()
+    )
+    install = (
+        f'pip install "wheels/{wheel}[jetson]"    # the board: Pillow, polygraphy; TensorRT comes with JetPack\n'
+        f'pip install "wheels/{wheel}[runtime]"   # a CPU machine: ONNX Runtime instead of TensorRT'
+        if wheel
+        else 'pip install "multiscale-deploy[jetson]"  # from a source checkout of the project'
+    )
+    dla = (
+        f"The engine runs on DLA core {options.dla_core}; layers the DLA cannot run fall back to the GPU."
+        if options.dla_core is not None
+        else "The engine runs on the GPU. On Orin NX / AGX Orin, `--dla-core 0` (or 1) offloads to a DLA, "
+        "with GPU fallback; Orin Nano has no DLA."
+    )
+    return f"""# {meta.backbone} {meta.fusion}: deploy bundle
+
+The multi-scale camouflaged-object-detection network ({meta.backbone} backbone, {meta.fusion} fusion,
+scales {", ".join(map(str, meta.scales))}), exported and checked against PyTorch on the desktop.
+Engines are not portable across TensorRT versions or GPUs, so this folder carries ONNX models and
+the engine is built here, on the device.
+
+| file | precision | what |
+| --- | --- | --- |
+{models}
+
+Every model has a `.json` sidecar (size rules, normalisation, how it was checked); keep it beside
+the model. `manifest.json` lists every file with its sha256.
+
+## 1. Install the runtime (no PyTorch, no ONNX)
+
+```bash
+python3 -m venv --system-site-packages venv   # system packages: JetPack's TensorRT bindings
+. venv/bin/activate
+{install}
+```
+
+## 2. Build the engine on this device
+
+```bash
+sh {BUILD_SCRIPT}
+```
+
+which runs
+
+```bash
+{command}
+```
+
+Input sizes from {format_shape(profile.min)} to {format_shape(profile.max)} (optimised for
+{format_shape(profile.opt)}); the runner refuses other sizes with the allowed range. Workspace
+limit {options.workspace}: on 8 GB boards keep it at 1-2G and lower the largest size (`--max-size`
+when bundling) if the build runs out of memory. {dla}
+
+The same build with TensorRT's own tool (its engine has no msdeploy sidecar; use it to cross-check):
+
+```bash
+{trtexec_command(engine_model, profile, options)}
+```
+
+## 3. Turn images into masks
+
+```bash
+msdeploy infer {engine} photos/ --output masks/      # NAME_mask.png and NAME_overlay.png per image
+msdeploy infer {variants["fp32"].name} photos/ --output masks-cpu/   # the same on the CPU (ONNX Runtime)
+msdeploy bench --models . --backends tensorrt --precision {options.engine_precision} --sizes 256,352
+```
+
+From Python:
+
+```python
+from runtime import Predictor
+
+predictor = Predictor("{engine}")
+result = predictor.predict("photo.jpg")
+result.mask        # bool [H, W] at the photo's own size
+result.overlay()   # the photo with the mask tinted on it
+```
+"""
+
+
+def _describe(precision: str) -> str:
+    return {
+        "fp32": "the reference; ONNX Runtime on a CPU, or an FP32 engine",
+        "fp16": "FP16 weights and compute, FP32 inputs and outputs (the Jetson default)",
+        "int8": "INT8 Q/DQ from calibration (TensorRT layout); the calibration cache is beside it",
+    }[precision]

@@ -1,0 +1,155 @@
+"""Images to masks in a few lines, with any exported model (ONNX Runtime or a TensorRT engine).
+
+    from runtime import Predictor
+    predictor = Predictor("model.onnx")          # or "model.engine"
+    result = predictor.predict("photo.jpg")      # a path or an RGB uint8 array
+    result.mask                                  # bool [H, W] at the photo's own size
+
+Preprocessing follows the model's metadata (size rule, normalisation); the logits are resized back
+to the image's size before the sigmoid. numpy and Pillow only: this runs on a Jetson.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import UserError
+from runtime.postprocess import mask_image, overlay_image, probability_map, soft_mask_image
+from runtime.preprocess import DEFAULT_MAX_PIXELS, LoadedImage, input_size, preprocess, read_image
+from runtime.runner import Runner
+
+BACKENDS = ("auto", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")
+
+
+def open_runner(model: str | Path, backend: str = "auto", threads: int | None = None) -> Runner:
+    """Load `model` on `backend`: `auto` picks by file type (ONNX Runtime with the best provider
+    installed, TensorRT for .engine/.plan); the others insist, with an error saying what fits."""
+    import runtime
+
+    path = Path(model)
+    is_engine = path.suffix in runtime.ENGINE_SUFFIXES
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend == "tensorrt" and not is_engine:
+        raise UserError(
+            f"{path} is not a TensorRT engine; build one on this machine with `msdeploy export engine {path}` "
+            "and pass the .engine file"
+        )
+    if backend.startswith("onnxruntime") and is_engine:
+        raise UserError(f"{path} is a TensorRT engine; ONNX Runtime runs the .onnx model it was built from")
+    if is_engine:
+        return runtime.load(path)
+    providers = None
+    if backend == "onnxruntime-cpu":
+        providers = ["CPUExecutionProvider"]
+    elif backend == "onnxruntime-cuda":
+        from runtime.bench_targets import backend_unavailable
+
+        reason = backend_unavailable(backend)
+        if reason:
+            raise UserError(f"backend onnxruntime-cuda cannot run here: {reason}")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return runtime.load(path, providers=providers, threads=threads)
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """An array as RGB uint8 [H, W, 3]: grayscale [H, W] or [H, W, 1] is repeated, RGBA drops alpha."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise UserError(f"expected a uint8 image, got {image.dtype}; scale it to 0..255 and .astype(np.uint8)")
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise UserError(f"expected an image [H, W], [H, W, 3] or [H, W, 4], got shape {list(image.shape)}")
+    if image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(image[..., :3])
+
+
+@dataclass
+class Prediction:
+    """One image's result; arrays are at the image's own size (as decoded)."""
+
+    image: np.ndarray  # RGB uint8 [H, W, 3]
+    probability: np.ndarray  # float32 [H, W] in 0..1
+    threshold: float
+    input_size: tuple[int, int]  # what the network saw (H, W)
+    network_ms: float  # the model call alone
+    total_ms: float  # read, preprocess, network and probabilities
+    notes: tuple[str, ...] = ()  # e.g. upsampled, decoded at reduced scale
+
+    @property
+    def mask(self) -> np.ndarray:
+        """bool [H, W]: probability >= threshold."""
+        return self.probability >= self.threshold
+
+    @property
+    def foreground(self) -> float:
+        """Share of the image in the mask."""
+        return float(self.mask.mean())
+
+    def mask_png(self) -> np.ndarray:
+        """uint8 [H, W], 0 or 255."""
+        return mask_image(self.probability, self.threshold)
+
+    def soft_png(self) -> np.ndarray:
+        """uint8 [H, W], probability * 255."""
+        return soft_mask_image(self.probability)
+
+    def overlay(self) -> np.ndarray:
+        """RGB uint8 [H, W, 3]: the image with the mask tinted on it and outlined."""
+        return overlay_image(self.image, self.mask)
+
+
+class Predictor:
+    """An exported model (ONNX or engine) that turns images into masks."""
+
+    def __init__(
+        self,
+        model: str | Path | Runner,
+        *,
+        backend: str = "auto",
+        size: tuple[int, int] | None = None,
+        threshold: float = 0.5,
+        threads: int | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise UserError(f"threshold {threshold} must lie strictly between 0 and 1")
+        self.runner = model if isinstance(model, Runner) else open_runner(model, backend, threads)
+        self.metadata = self.runner.require_metadata()
+        self.size = input_size(self.metadata, size)
+        self.threshold = threshold
+        self.max_pixels = max_pixels
+        names = [o.name for o in self.runner.outputs]
+        self.output = "mask_logits" if "mask_logits" in names else names[0]
+
+    def predict(self, image: str | Path | np.ndarray) -> Prediction:
+        """A path (any format Pillow reads; grayscale and RGBA converted) or an RGB uint8 array."""
+        start = time.perf_counter()
+        if isinstance(image, (str, Path)):
+            loaded = read_image(image, self.max_pixels)
+        else:
+            rgb = as_rgb(image)
+            loaded = LoadedImage(rgb, rgb.shape[:2])
+        notes = []
+        if loaded.reduction > 1:
+            height, width = loaded.original_size
+            notes.append(f"{width}x{height} is over the pixel limit: decoded and written at 1/{loaded.reduction} scale")
+        height, width = loaded.rgb.shape[:2]
+        if min(height, width) < self.metadata.min_size:
+            notes.append(f"upsampled from {width}x{height} (below the model's minimum side {self.metadata.min_size})")
+        x = preprocess(loaded.rgb, self.metadata, self.size)
+        before = time.perf_counter()
+        outputs = self.runner.infer({self.metadata.input_name: x})
+        network_ms = (time.perf_counter() - before) * 1e3
+        probability = probability_map(outputs[self.output][0, 0], (height, width))
+        total_ms = (time.perf_counter() - start) * 1e3
+        return Prediction(loaded.rgb, probability, self.threshold, self.size, network_ms, total_ms, tuple(notes))
+
+    def __call__(self, image: str | Path | np.ndarray) -> Prediction:
+        return self.predict(image)

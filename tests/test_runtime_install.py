@@ -1,0 +1,59 @@
+"""The runtime-only install: a fresh virtual environment with `multiscale-deploy[runtime]` (built as
+the wheel a deploy bundle carries) runs inference on an ONNX model with no torch and no onnx in it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from calibration.synthetic import make_sample
+from export.project_wheel import build_project_wheel
+
+
+def test_runtime_only_venv_runs_inference(exported, tmp_path):
+    wheel = build_project_wheel(tmp_path / "wheels")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    install = subprocess.run(
+        [venv / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", f"{wheel}[runtime]"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(make_sample(np.random.default_rng(0), (120, 160)).image).save(photos / "a.jpg")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    model = exported["hierarchical"]
+
+    code = (
+        "import importlib.util, sys\n"
+        "assert not any(importlib.util.find_spec(m) for m in ('torch', 'onnx', 'timm')), 'heavy packages installed'\n"
+        "from runtime import Predictor\n"
+        f"result = Predictor({str(model)!r}).predict({str(photos / 'a.jpg')!r})\n"
+        "assert result.mask.shape == (120, 160) and result.overlay().shape == (120, 160, 3)\n"
+        "print(result.foreground)\n"
+    )
+    run = subprocess.run([venv / "bin" / "python", "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+    out = tmp_path / "masks"
+    cli = subprocess.run(
+        [venv / "bin" / "msdeploy", "infer", str(model), str(photos), "-o", str(out)], capture_output=True, text=True
+    )
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["input"] for r in summary["results"]] == [str(photos / "a.jpg")]
+    assert [f for f, _ in summary["failed"]] == [str(photos / "broken.jpg")]
+    assert (out / "a_mask.png").is_file() and (out / "a_overlay.png").is_file()
+
+    # a desktop-only command names the extra it needs instead of a traceback
+    export = subprocess.run([venv / "bin" / "msdeploy", "export", "onnx"], capture_output=True, text=True)
+    assert export.returncode == 2 and "multiscale-deploy[export]" in export.stderr
+    assert "Traceback" not in export.stderr
