@@ -283,4 +283,5 @@ def test_selftest_orchestration_with_the_fake(tmp_path, monkeypatch):
     report = json.loads((tmp_path / "results" / "tensorrt-selftest-fake-orin.json").read_text())
     assert [r["precision"] for r in report["rows"]] == ["fp32", "fp16", "int8"]
     assert passed and all(r["parity_passed"] for r in report["rows"])
+    assert report["rows"][0]["mask_iou_min"] >= 0.99  # FP32 engine masks (runtime.Predictor) vs PyTorch
     assert (tmp_path / "results" / "tensorrt-selftest-fake-orin.md").read_text().count("| hierarchical |") == 3

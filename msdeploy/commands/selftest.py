@@ -2,8 +2,10 @@
 
 For each fusion mode: export the demo checkpoint to ONNX, write its FP16 and INT8 (Q/DQ) variants,
 build an engine of each (strongly typed: precision from the graph), run parity against PyTorch on the
-engine, time it (GPU compute from CUDA events, and end to end with copies), and write a report to
-docs/results/. Nothing here can run without TensorRT and a GPU; it says so and exits 2.
+engine, turn held-out synthetic images into masks with `runtime.Predictor` on the engine (what
+`msdeploy infer` does on a board) and compare them with PyTorch's, time it (GPU compute from CUDA
+events, and end to end with copies), and write a report to docs/results/. Nothing here can run
+without TensorRT and a GPU; it says so and exits 2.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from runtime.errors import UserError
 
 SHAPES = [(1, 3, 352, 352), (2, 3, 320, 320), (1, 3, 257, 190)]
 LATENCY_SHAPE = (1, 3, 352, 352)
+MASK_IMAGE_SIZES = ((352, 352), (300, 400), (480, 360), (240, 320))  # images of their own sizes, as a user's
 
 
 @dataclass
@@ -30,6 +33,7 @@ class SelftestRow:
     parity_passed: bool
     max_abs: float
     min_cosine: float
+    mask_iou_min: float  # engine masks (runtime.Predictor) against PyTorch's, worst image
     gpu_ms_median: float
     end_to_end_ms_median: float
     build_seconds: float
@@ -58,6 +62,32 @@ def _time_engine(runner, iterations: int, warmup: int) -> tuple[float, float]:
         wall.append(time.perf_counter() - start)
         gpu.append(runner.last_gpu_ms)
     return float(np.median(gpu)), float(np.median(wall) * 1e3)
+
+
+def mask_agreement(runner, net, sizes=MASK_IMAGE_SIZES) -> float:
+    """The worst IoU between the masks `runtime.Predictor` makes with `runner` and PyTorch's masks
+    (logits resized by torch, antialiased bilinear) on held-out synthetic images."""
+    import torch
+    import torch.nn.functional as F
+
+    from calibration.synthetic import make_sample
+    from models.demo_training import HELD_OUT_SEED
+    from runtime import Predictor
+    from runtime.preprocess import preprocess
+
+    predictor = Predictor(runner)
+    rng = np.random.default_rng(HELD_OUT_SEED)
+    worst = 1.0
+    for size in sizes:
+        sample = make_sample(rng, size)
+        mask = predictor.predict(sample.image).mask
+        with torch.inference_mode():
+            logits = net(torch.from_numpy(preprocess(sample.image, predictor.metadata)))
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False, antialias=True)
+        want = (torch.sigmoid(logits)[0, 0] >= 0.5).numpy()
+        union = np.logical_or(mask, want).sum()
+        worst = min(worst, 1.0 if union == 0 else float(np.logical_and(mask, want).sum() / union))
+    return worst
 
 
 def run_selftest(
@@ -91,7 +121,8 @@ def run_selftest(
                 export_onnx(ExportOptions(backbone="pvt_v2_b0", fusion=fusion, weights=weights, output=fp32))
             fp16 = convert_fp16(fp32, weights=weights, force=True).path
             int8 = quantize_int8(Int8Options(model=fp32, calib_data=calib / "images", force=True)).path
-            reference = reference_fn(build_model("pvt_v2_b0", fusion, weights=weights, exportable=True))
+            net = build_model("pvt_v2_b0", fusion, weights=weights, exportable=True)
+            reference = reference_fn(net)
             for precision, onnx_path in (("fp32", fp32), ("fp16", fp16), ("int8", int8)):
                 say(f"{fusion}: building the {precision} engine")
                 built = build_engine(
@@ -99,6 +130,7 @@ def run_selftest(
                 )
                 runner = TensorRTRunner(str(built.path), cuda_graphs=cuda_graphs)
                 report = run_parity(built.path, reference, SHAPES, precision=precision, runner=runner)
+                mask_iou = mask_agreement(runner, net)
                 gpu_ms, wall_ms = _time_engine(runner, iterations, warmup=10)
                 rows.append(
                     SelftestRow(
@@ -108,13 +140,24 @@ def run_selftest(
                         report.passed,
                         max(r.agreement.max_abs for r in report.rows),
                         min(r.agreement.cosine for r in report.rows),
+                        mask_iou,
                         gpu_ms,
                         wall_ms,
                         built.seconds,
                     )
                 )
                 runner.close()
-    header = ["fusion", "precision", "parity vs PyTorch", "max abs", "min cosine", "GPU ms", "end-to-end ms", "build s"]
+    header = [
+        "fusion",
+        "precision",
+        "parity vs PyTorch",
+        "max abs",
+        "min cosine",
+        "mask IoU vs PyTorch (worst image)",
+        "GPU ms",
+        "end-to-end ms",
+        "build s",
+    ]
     table = [
         (
             r.fusion,
@@ -122,18 +165,21 @@ def run_selftest(
             "PASS" if r.parity_passed else "FAIL",
             f"{r.max_abs:.3g}",
             f"{r.min_cosine:.6f}",
+            f"{r.mask_iou_min:.4f}",
             f"{r.gpu_ms_median:.3f}",
             f"{r.end_to_end_ms_median:.3f}",
             f"{r.build_seconds:.0f}",
         )
         for r in rows
     ]
-    print_table(f"TensorRT {trt.__version__} on {device.name}", header, table, right=(3, 4, 5, 6, 7))
+    print_table(f"TensorRT {trt.__version__} on {device.name}", header, table, right=(3, 4, 5, 6, 7, 8))
     slug = re.sub(r"[^a-z0-9]+", "-", device.name.lower()).strip("-")
     notes = (
         f"Latency at {format_shape(LATENCY_SHAPE)}, median of {iterations} runs: GPU ms from CUDA events "
         f"around execution only; end-to-end ms includes host-device copies. CUDA graphs: {cuda_graphs}.\n"
         f"Parity shapes: {', '.join(format_shape(s) for s in SHAPES)} (pvt_v2_b0 demo checkpoint).\n"
+        f"Masks: runtime.Predictor on the engine (as `msdeploy infer`) against PyTorch, held-out synthetic "
+        f"images of {', '.join(f'{w}x{h}' for h, w in MASK_IMAGE_SIZES)}, threshold 0.5.\n"
     )
     md = [stamp(command), "", notes, "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(map(str, row)) + " |" for row in table]
