@@ -8,14 +8,17 @@ probability MAE against PyTorch, IoU against the true masks (how good the small 
 and the time per image. Judges issue 7's bound: FP32 masks IoU >= 0.99 against PyTorch's.
 Writes docs/results/infer-demo-pvt_v2_b0.md/json and a preview PNG.
 
-    python benchmarks/bench_infer.py [--work .bench-accuracy] [--images 24]
+    python benchmarks/bench_infer.py [--work .bench-infer] [--images 24]
 
-Reuses the variants `benchmarks/bench_accuracy.py` leaves in --work; makes what is missing.
+INT8 variants are calibrated at the network size used here (352x352, the model's default) on 64
+synthetic images of a seed used neither for training nor for these held-out images. FP32 and FP16
+variants are made in --work, or copied from `benchmarks/bench_accuracy.py`'s folder when they match.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -32,7 +35,7 @@ from calibration.synthetic import make_sample, write_dataset  # noqa: E402
 from export.onnx_export import ExportOptions, export_onnx  # noqa: E402
 from export.precision import convert_fp16  # noqa: E402
 from models import build_model  # noqa: E402
-from models.demo_training import HELD_OUT_SEED, HELD_OUT_SIZE, demo_checkpoint  # noqa: E402
+from models.demo_training import HELD_OUT_SEED, demo_checkpoint  # noqa: E402
 from runtime import Predictor  # noqa: E402
 from runtime.environment import collect_environment, stamp  # noqa: E402
 from runtime.files import sha256_file, write_bytes_atomic, write_json_atomic  # noqa: E402
@@ -41,24 +44,34 @@ from runtime.preprocess import preprocess  # noqa: E402
 
 SIZES = ((352, 352), (300, 400), (480, 360), (240, 320))  # square and not, above and below the network size
 CALIB_SEED = 7
+CALIB_SIZE = (352, 352)  # the network size inference runs at: calibrate where you deploy
 FP32_IOU_BOUND = 0.99
 
 
-def variants(fusion: str, work: Path) -> dict[str, Path]:
-    """FP32, FP16 and both INT8 layouts of the demo checkpoint, reused from --work when they match it."""
+def _matches(path: Path, weights: Path) -> bool:
+    side = read_sidecar(path) if path.exists() else None
+    return bool(side) and side.get("weights", {}).get("file_sha256") == sha256_file(weights)
+
+
+def variants(fusion: str, work: Path, accuracy_work: Path) -> dict[str, Path]:
+    """FP32, FP16 and both INT8 layouts of the demo checkpoint; INT8 calibrated at CALIB_SIZE."""
     weights = demo_checkpoint(fusion)
     fp32 = work / f"demo_{fusion}.onnx"
-    side = read_sidecar(fp32) if fp32.exists() else None
-    if not side or side.get("weights", {}).get("file_sha256") != sha256_file(weights):
+    fp16 = work / f"demo_{fusion}.fp16.onnx"
+    for path in (fp32, fp16):  # the accuracy benchmark's copies, when they come from this checkpoint
+        source = accuracy_work / path.name
+        if not path.exists() and _matches(accuracy_work / fp32.name, weights) and source.exists():
+            for suffix in ("", ".json"):
+                shutil.copy2(f"{source}{suffix}", f"{path}{suffix}")
+    if not _matches(fp32, weights):
         export_onnx(ExportOptions(backbone="pvt_v2_b0", fusion=fusion, weights=str(weights), output=fp32, force=True))
     out = {"fp32": fp32}
-    fp16 = work / f"demo_{fusion}.fp16.onnx"
     if not fp16.exists():
         convert_fp16(fp32, fp16, weights=str(weights), force=True)
     out["fp16"] = fp16
     calib = work / "calib"
     if not calib.exists():
-        write_dataset(calib, 64, size=HELD_OUT_SIZE, seed=CALIB_SEED)
+        write_dataset(calib, 64, size=CALIB_SIZE, seed=CALIB_SEED)
     int8 = (("int8 (tensorrt)", "tensorrt", "int8-percentile"), ("int8 (cpu)", "cpu", "int8-cpu"))
     for label, target, suffix in int8:
         path = work / f"demo_{fusion}.{suffix}.onnx"
@@ -68,7 +81,7 @@ def variants(fusion: str, work: Path) -> dict[str, Path]:
                     model=fp32,
                     calib_data=calib / "images",
                     target=target,
-                    size=HELD_OUT_SIZE,
+                    size=CALIB_SIZE,
                     output=path,
                     force=True,
                 )
@@ -150,7 +163,8 @@ def markdown(rows: list[dict], command: str, count: int) -> str:
         f"{count} held-out synthetic images (seed {HELD_OUT_SEED}), sizes cycling through {sizes} (width x height);",
         "the network sees 352x352 and masks are resized back to each image. Runtime: `runtime.Predictor`,",
         "ONNX Runtime CPU, 2 threads. PyTorch: the same preprocessed input, logits resized with torch",
-        "(bilinear, antialiased) before the sigmoid. Masks at threshold 0.5.",
+        "(bilinear, antialiased) before the sigmoid. Masks at threshold 0.5. INT8: percentile calibration",
+        f"at {CALIB_SIZE[0]}x{CALIB_SIZE[1]}, 64 synthetic images (seed {CALIB_SEED}).",
         "",
         "| fusion | model | IoU vs PyTorch mean | IoU vs PyTorch min | prob MAE | IoU vs true mask "
         "| network ms | per image ms |",
@@ -185,7 +199,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fusions", default="hierarchical,absi")
     parser.add_argument("--images", type=int, default=24)
-    parser.add_argument("--work", type=Path, default=ROOT / ".bench-accuracy")
+    parser.add_argument("--work", type=Path, default=ROOT / ".bench-infer")
+    parser.add_argument("--accuracy-work", type=Path, default=ROOT / ".bench-accuracy", help="FP32/FP16 to reuse")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args()
     command = " ".join(["python", "benchmarks/bench_infer.py", *sys.argv[1:]])
@@ -194,7 +209,7 @@ def main() -> None:
     rows = []
     for fusion in (f.strip() for f in args.fusions.split(",") if f.strip()):
         print(f"== {fusion}", flush=True)
-        rows += evaluate(fusion, variants(fusion, args.work), args.images)
+        rows += evaluate(fusion, variants(fusion, args.work, args.accuracy_work), args.images)
     md = markdown(rows, command, args.images)
     stem = args.output / "infer-demo-pvt_v2_b0"
     write_bytes_atomic(stem.with_suffix(".md"), md.encode())

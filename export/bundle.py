@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.errors import UserError
-from runtime.files import sha256_file, write_bytes_atomic, write_json_atomic
+from runtime.files import move_dir_into_place, sha256_file, write_bytes_atomic, write_json_atomic
 from runtime.metadata import model_sha256, read_sidecar, sidecar_path
 from runtime.tensorrt_common import format_shape
 
@@ -165,23 +165,11 @@ def create_bundle(options: BundleOptions, progress: Callable[[str], None] | None
                 "files": result.files,
             },
         )
-        _move_into_place(folder, options.output)
+        move_dir_into_place(folder, options.output)
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # still there only when something failed
     result.seconds = time.perf_counter() - start
     return result
-
-
-def _move_into_place(folder: Path, output: Path) -> None:
-    """Replace `output` (empty, or forced) by the finished folder."""
-    folder.chmod(0o755)  # mkdtemp makes 0700 folders
-    if output.exists():
-        old = output.with_name(f".{output.name}.old-{int(time.time())}")
-        output.rename(old)
-        folder.rename(output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        folder.rename(output)
 
 
 def _fp16_variant(options: BundleOptions, fp32: Path, say: Callable[[str], None], notes: list[str]) -> Path:

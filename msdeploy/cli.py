@@ -392,6 +392,42 @@ def export_bundle_cmd(
     )
 
 
+@export.command("triton")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--repository", type=click.Path(file_okay=False), required=True, help="Triton model repository.")
+@click.option("--name", help="Model name in the repository [default: the file's stem].")
+@click.option("--max-batch-size", type=int, default=8, show_default=True, help="0 disables batching.")
+@click.option("--instances", type=int, default=1, show_default=True, help="Model instances (instance_group count).")
+@click.option("--kind", type=click.Choice(("gpu", "cpu")), default="gpu", show_default=True, help="Instance kind.")
+@click.option("--dynamic-batching/--no-dynamic-batching", default=True, show_default=True)
+@click.option(
+    "--queue-delay-us", type=int, default=100, show_default=True, help="Longest wait to form a dynamic batch."
+)
+@click.option("--force", is_flag=True, help="Replace a model of the same name in the repository.")
+def export_triton_cmd(
+    model, repository, name, max_batch_size, instances, kind, dynamic_batching, queue_delay_us, force
+) -> None:
+    """Add MODEL (an .onnx or TensorRT .engine of ours) to a Triton model repository: config.pbtxt
+    (platform onnxruntime_onnx or tensorrt_plan, inputs and outputs from the model's metadata) and
+    version 1, as NVIDIA's Triton containers serve it on GPUs."""
+    from export.triton import TritonOptions
+    from msdeploy.commands.export_cmds import run_export_triton
+
+    run_export_triton(
+        TritonOptions(
+            model=Path(model),
+            repository=Path(repository),
+            name=name,
+            max_batch_size=max_batch_size,
+            instances=instances,
+            kind=kind,
+            dynamic_batching=dynamic_batching,
+            queue_delay_us=queue_delay_us,
+            force=force,
+        )
+    )
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option(

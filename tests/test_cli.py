@@ -91,6 +91,7 @@ def test_base_cli_and_runtime_do_not_import_torch_or_onnx():
         "import sys, runtime, runtime.environment, msdeploy.cli\n"
         "import runtime.bench_run, runtime.bench_report, runtime.bench_targets, runtime.memory\n"
         "import runtime.predict, runtime.inference_job, runtime.postprocess, msdeploy.commands.infer\n"
+        "import export.triton, export.bundle, export.tensorrt_build\n"
         "from click.testing import CliRunner\n"
         "assert CliRunner().invoke(msdeploy.cli.main, ['--help']).exit_code == 0\n"
         "assert CliRunner().invoke(msdeploy.cli.main, ['bench', '--help']).exit_code == 0\n"

@@ -1,4 +1,4 @@
-"""`msdeploy export onnx`, `msdeploy export bundle` and `msdeploy parity`."""
+"""`msdeploy export onnx`, `export bundle`, `export triton` and `msdeploy parity`."""
 
 from __future__ import annotations
 
@@ -69,3 +69,14 @@ def run_bundle(options) -> None:
         right=(1,),
     )
     console.print(f"on the board: [bold]sh {result.path.name}/build_engine.sh[/], which runs\n  {result.build_command}")
+
+
+def run_export_triton(options) -> None:
+    from export.triton import write_triton_model
+
+    result = write_triton_model(options)
+    console.print(result.config.read_text(), markup=False, highlight=False)
+    for note in result.notes:
+        console.print(f"[yellow]{note}[/]")
+    checked = "checked against Triton's model-config schema" if result.validated else "not schema-checked"
+    console.print(f"[green]wrote[/] {result.folder} ({result.model_file.name}; config {checked})")

@@ -1,0 +1,74 @@
+"""`msdeploy export triton`: model-repository entries whose config.pbtxt follows Triton's schema
+(tritonclient's model_config_pb2) and matches the model's own inputs and outputs."""
+
+from __future__ import annotations
+
+import json
+
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+
+from export.triton import TritonOptions, validate_config, write_triton_model
+from msdeploy.cli import main
+from runtime.errors import UserError
+from runtime.metadata import read_sidecar
+from runtime.tensorrt_common import ENGINE_FORMAT
+
+pytest.importorskip("tritonclient.grpc", reason="the [serve] extra (tritonclient) holds Triton's config schema")
+
+
+def test_onnx_entry_follows_the_schema_and_the_model(exported, tmp_path):
+    repo = tmp_path / "repo"
+    result = CliRunner().invoke(
+        main, ["export", "triton", str(exported["hierarchical"]), "--repository", str(repo), "--name", "cod"]
+    )
+    assert result.exit_code == 0, result.output
+    config = validate_config((repo / "cod" / "config.pbtxt").read_text())
+    assert config.platform == "onnxruntime_onnx" and config.max_batch_size == 8
+    assert config.dynamic_batching.max_queue_delay_microseconds == 100
+    assert (repo / "cod" / "1" / "model.onnx").read_bytes() == exported["hierarchical"].read_bytes()
+    # names and per-sample dims agree with what ONNX Runtime reports (batch axis implicit in Triton)
+    session = ort.InferenceSession(str(repo / "cod" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    for declared, actual in ((config.input, session.get_inputs()), (config.output, session.get_outputs())):
+        assert [t.name for t in declared] == [t.name for t in actual]
+        for tensor, node in zip(declared, actual):
+            assert len(tensor.dims) == len(node.shape) - 1
+            assert all(d == -1 or d == n for d, n in zip(tensor.dims, node.shape[1:]) if isinstance(n, int))
+    assert list(config.output[1].dims) == [32, -1, -1]  # fused_s4 of pvt_v2_b0
+
+    again = CliRunner().invoke(main, ["export", "triton", str(exported["hierarchical"]), "--repository", str(repo)])
+    assert again.exit_code == 0  # another name: fine
+    clash = CliRunner().invoke(
+        main, ["export", "triton", str(exported["absi"]), "--repository", str(repo), "--name", "cod"]
+    )
+    assert clash.exit_code == 2 and "pass --force" in clash.output
+    forced = CliRunner().invoke(
+        main,
+        ["export", "triton", str(exported["absi"]), "--repository", str(repo), "--name", "cod", "--force",
+         "--no-dynamic-batching", "--instances", "2", "--kind", "cpu"],
+    )  # fmt: skip
+    assert forced.exit_code == 0, forced.output
+    config = validate_config((repo / "cod" / "config.pbtxt").read_text())
+    assert not config.HasField("dynamic_batching") and config.instance_group[0].count == 2
+    assert sorted(p.name for p in repo.iterdir()) == ["cod", "pvt_v2_b0_hierarchical"]  # no staging left
+
+
+def test_engine_entry_respects_the_profile(exported, tmp_path):
+    engine = tmp_path / "net.fp16.engine"
+    engine.write_bytes(b"plan")  # only the sidecar is read
+    meta = read_sidecar(exported["absi"])
+    profile = {"input": "image", "min": [1, 3, 128, 128], "opt": [1, 3, 352, 352], "max": [4, 3, 1024, 1024]}
+    (tmp_path / "net.fp16.engine.json").write_text(
+        json.dumps({"format": ENGINE_FORMAT, "model": meta, "profile": profile})
+    )
+    result = write_triton_model(TritonOptions(model=engine, repository=tmp_path / "repo", max_batch_size=4))
+    config = validate_config(result.config.read_text())
+    assert config.platform == "tensorrt_plan" and result.model_file.name == "model.plan" and result.validated
+    with pytest.raises(UserError, match="exceeds the engine profile's largest batch"):
+        write_triton_model(TritonOptions(model=engine, repository=tmp_path / "r2", max_batch_size=8))
+
+
+def test_schema_check_rejects_a_broken_config():
+    with pytest.raises(UserError, match="model-config schema"):
+        validate_config('name: "x"\nmax_batch_size: "eight"\n')
