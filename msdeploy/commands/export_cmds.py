@@ -28,7 +28,7 @@ def show_parity(report, as_json: bool = False) -> None:
     has_exact = any(r.agreement.reference_error is not None for r in report.rows)
     print_table(
         f"Parity: {report.model} ({report.backend}, {report.precision}) against PyTorch",
-        ["output", "input", "max abs", "limit", "mean abs", "cosine", "PyTorch vs f64", "result"],
+        ["output", "input", "max abs", "limit", "mean abs", "cosine", "PyTorch vs f64", "model vs f64", "result"],
         (
             (
                 r.output,
@@ -38,12 +38,14 @@ def show_parity(report, as_json: bool = False) -> None:
                 f"{r.agreement.mean_abs:.2e}",
                 f"{r.agreement.cosine:.7f}",
                 "-" if r.agreement.reference_error is None else f"{r.agreement.reference_error:.2e}",
+                "-" if r.agreement.exact_error is None else f"{r.agreement.exact_error:.2e}",
                 "PASS" if r.agreement.passed else "FAIL",
             )
             for r in report.rows
         ),
-        right=(2, 3, 4, 5, 6),
-        caption=f"PASS: {tol.describe(reference_error=has_exact)} ({report.precision} tolerance)",
+        right=(2, 3, 4, 5, 6, 7),
+        caption=f"PASS: {tol.describe(reference_error=has_exact)} ({report.precision} tolerance); "
+        "max abs is the distance to PyTorch, 'model vs f64' what is judged when a float64 run exists",
     )
 
 
