@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from calibration.metrics import mask_iou  # noqa: E402
 from calibration.quantize import Int8Options, quantize_int8  # noqa: E402
 from calibration.synthetic import make_sample, write_dataset  # noqa: E402
 from export.onnx_export import ExportOptions, export_onnx  # noqa: E402
@@ -90,11 +91,6 @@ def variants(fusion: str, work: Path, accuracy_work: Path) -> dict[str, Path]:
     return out
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
 def evaluate(fusion: str, models: dict[str, Path], count: int) -> list[dict]:
     net = build_model("pvt_v2_b0", fusion, weights=str(demo_checkpoint(fusion)))
     predictors = {name: Predictor(path, threads=2) for name, path in models.items()}
@@ -112,13 +108,13 @@ def evaluate(fusion: str, models: dict[str, Path], count: int) -> list[dict]:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False, antialias=True)
         torch_prob = torch.sigmoid(logits)[0, 0].numpy()
         truth = sample.mask > 127
-        truth_torch.append(iou(torch_prob >= 0.5, truth))
+        truth_torch.append(mask_iou(torch_prob >= 0.5, truth))
         for name, predictor in predictors.items():
             result = predictor.predict(sample.image)
             s = scores[name]
-            s["iou"].append(iou(result.mask, torch_prob >= 0.5))
+            s["iou"].append(mask_iou(result.mask, torch_prob >= 0.5))
             s["mae"].append(float(np.abs(result.probability - torch_prob).mean()))
-            s["truth"].append(iou(result.mask, truth))
+            s["truth"].append(mask_iou(result.mask, truth))
             s["net"].append(result.network_ms)
             s["all"].append(result.total_ms)
     rows = [

@@ -235,6 +235,8 @@ def build_command(model_name: str, profile, options: BundleOptions) -> str:
 
 def trtexec_command(model_name: str, profile, options: BundleOptions) -> str:
     """The same build with NVIDIA's trtexec, for users who check with TensorRT's own tool."""
+    from export.tensorrt_build import parse_size
+
     shape = "{}:{}".format
     parts = [
         "trtexec",
@@ -244,17 +246,11 @@ def trtexec_command(model_name: str, profile, options: BundleOptions) -> str:
         f"--minShapes={shape(profile.input, format_shape(profile.min))}",
         f"--optShapes={shape(profile.input, format_shape(profile.opt))}",
         f"--maxShapes={shape(profile.input, format_shape(profile.max))}",
-        f"--memPoolSize=workspace:{_mebibytes(options.workspace)}M",
+        f"--memPoolSize=workspace:{parse_size(options.workspace) >> 20}M",
     ]
     if options.dla_core is not None:
         parts += [f"--useDLACore={options.dla_core}", "--allowGPUFallback"]
     return shlex.join(parts)
-
-
-def _mebibytes(size: str) -> int:
-    units = {"K": 1 / 1024, "M": 1, "G": 1024}
-    text = size.strip().upper().removesuffix("B")
-    return int(float(text[:-1]) * units[text[-1]]) if text[-1:] in units else int(text) >> 20
 
 
 BUILD_SCRIPT_BODY = """\

@@ -101,6 +101,16 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.strip().split("x"))
 
 
+def parse_size(text: str) -> int:
+    """'4G' -> 4 << 30 bytes (K, M and G units, an optional B; a plain number is bytes)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    value = text.strip().upper().removesuffix("B")
+    try:
+        return int(float(value[:-1]) * units[value[-1]]) if value[-1:] in units else int(value)
+    except (ValueError, IndexError):
+        raise UserError(f"expected a size such as 4G or 512M, got {text!r}") from None
+
+
 def model_metadata(model: Path) -> ModelMetadata:
     """The ONNX model's metadata from its sidecar (no onnx import: this also runs on the board)."""
     data = read_sidecar(model)

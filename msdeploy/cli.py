@@ -232,14 +232,12 @@ def _parse_shape(ctx, param, value: str | None) -> tuple[int, ...] | None:
 
 
 def _parse_bytes(ctx, param, value: str | None) -> int | None:
-    if value is None:
-        return None
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    text = value.strip().upper().removesuffix("B")
+    from export.tensorrt_build import parse_size
+
     try:
-        return int(float(text[:-1]) * units[text[-1]]) if text[-1:] in units else int(text)
-    except (ValueError, IndexError):
-        raise click.BadParameter(f"expected a size such as 4G or 512M, got {value!r}") from None
+        return None if value is None else parse_size(value)
+    except MSDeployError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _profile_batch_option(help_text: str):

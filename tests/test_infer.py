@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 
+from calibration.metrics import mask_iou
 from calibration.synthetic import make_sample
 from models import build_model
 from msdeploy.cli import main
@@ -22,11 +23,6 @@ from runtime.errors import UserError
 from runtime.postprocess import overlay_image, probability_map
 from runtime.preprocess import ImageReadError, preprocess, read_image
 from tests.conftest import EXPORT_WEIGHTS
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def test_runtime_masks_match_pytorch_on_the_demo_checkpoint(exported):
@@ -44,7 +40,7 @@ def test_runtime_masks_match_pytorch_on_the_demo_checkpoint(exported):
             logits = F.interpolate(net(x), size=size, mode="bilinear", align_corners=False, antialias=True)
         torch_mask = torch.sigmoid(logits)[0, 0].numpy() >= 0.5
         assert result.mask.shape == size and result.image.shape == (*size, 3)
-        scores.append(iou(result.mask, torch_mask))
+        scores.append(mask_iou(result.mask, torch_mask))
     assert min(scores) >= 0.99, scores
     assert 0.0 < result.foreground < 1.0  # the trained network finds something, not everything
 

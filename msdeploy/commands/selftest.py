@@ -70,6 +70,7 @@ def mask_agreement(runner, net, sizes=MASK_IMAGE_SIZES) -> float:
     import torch
     import torch.nn.functional as F
 
+    from calibration.metrics import mask_iou
     from calibration.synthetic import make_sample
     from models.demo_training import HELD_OUT_SEED
     from runtime import Predictor
@@ -85,8 +86,7 @@ def mask_agreement(runner, net, sizes=MASK_IMAGE_SIZES) -> float:
             logits = net(torch.from_numpy(preprocess(sample.image, predictor.metadata)))
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False, antialias=True)
         want = (torch.sigmoid(logits)[0, 0] >= 0.5).numpy()
-        union = np.logical_or(mask, want).sum()
-        worst = min(worst, 1.0 if union == 0 else float(np.logical_and(mask, want).sum() / union))
+        worst = min(worst, mask_iou(mask, want))
     return worst
 
 
