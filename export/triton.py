@@ -1,16 +1,23 @@
 """`msdeploy export triton`: a Triton Inference Server model repository entry for an exported model.
 
-`<repository>/<name>/config.pbtxt` and `<repository>/<name>/1/model.onnx` (platform
-`onnxruntime_onnx`) or `.../1/model.plan` (platform `tensorrt_plan`): what GPU servers running
-NVIDIA's Triton containers load. Inputs, outputs, dtypes and dynamic sizes come from the model's
-metadata; the config is checked against Triton's model-config schema (`tritonclient`'s
-`model_config_pb2`) when tritonclient is installed. Torch-free and onnx-free.
+Two kinds of entry, both `<repository>/<name>/config.pbtxt` plus version `1/`:
+- native (`--backend native`): `1/model.onnx` (platform `onnxruntime_onnx`) or `1/model.plan`
+  (platform `tensorrt_plan`), tensors in and out, what GPU servers running NVIDIA's Triton
+  containers load. Inputs, outputs, dtypes and dynamic sizes come from the model's metadata.
+- Python backend (`--backend python`): `1/model.py` wrapping `runtime.Predictor`, encoded image
+  in, mask and probabilities out (see runtime.triton_python_model); the server bundled with
+  nvidia-pytriton serves it on a CPU. Its config names the Python environment the backend runs
+  in (`EXECUTION_ENV_PATH`), which must hold this package and numpy < 2.
+The config is checked against Triton's model-config schema (`tritonclient`'s `model_config_pb2`)
+when tritonclient is installed. Torch-free and onnx-free.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +29,12 @@ from runtime.metadata import ModelMetadata, read_sidecar, sidecar_path
 PLATFORMS = {".onnx": ("onnxruntime_onnx", "model.onnx"), ".engine": ("tensorrt_plan", "model.plan")}
 PLATFORMS[".plan"] = PLATFORMS[".engine"]
 DEFAULT_QUEUE_DELAY_US = 100  # how long the scheduler may hold a request to form a batch
+BACKENDS = ("native", "python")
+PYTHON_MODEL = """\
+# Written by `msdeploy export triton --backend python`: Triton's Python backend loads this file;
+# the model itself (decode, preprocess, network, masks) lives in runtime.triton_python_model.
+from runtime.triton_python_model import TritonPythonModel  # noqa: F401
+"""
 
 
 @dataclass
@@ -31,10 +44,21 @@ class TritonOptions:
     name: str | None = None  # default: the model file's stem
     max_batch_size: int = 8
     instances: int = 1
-    kind: str = "gpu"  # instance kind: gpu (NGC containers) or cpu
+    kind: str = "auto"  # instance kind: gpu, cpu, or auto (gpu, except a Python-backend ONNX model)
     dynamic_batching: bool = True
     queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
+    backend: str = "native"  # native (onnxruntime_onnx / tensorrt_plan) or python (images in, masks out)
+    # Python backend only:
+    python_env: Path | None = None  # EXECUTION_ENV_PATH; default: the running environment
+    server_python: bool = False  # no EXECUTION_ENV_PATH: the server's own Python has our package (NGC image)
+    threads: int | None = None  # ONNX Runtime threads per instance (default: ONNX Runtime's)
+    threshold: float = 0.5
     force: bool = False
+
+    def instance_kind(self) -> str:
+        if self.kind != "auto":
+            return self.kind
+        return "cpu" if self.backend == "python" and self.model.suffix == ".onnx" else "gpu"
 
 
 @dataclass
@@ -71,30 +95,66 @@ def _dims(meta: ModelMetadata) -> tuple[list[int], dict[str, list[int]]]:
     return [3, h, w], outputs
 
 
-def _tensor(name: str, dims: list[int]) -> str:
-    return f'  {{\n    name: "{name}"\n    data_type: TYPE_FP32\n    dims: [ {", ".join(map(str, dims))} ]\n  }}'
+def _tensors(section: str, tensors: list[tuple[str, str, list[int]]]) -> list[str]:
+    body = ",\n".join(
+        f'  {{\n    name: "{name}"\n    data_type: {dtype}\n    dims: [ {", ".join(map(str, dims))} ]\n  }}'
+        for name, dtype, dims in tensors
+    )
+    return [f"{section} [", body, "]"]
+
+
+def _parameters(values: dict[str, str]) -> list[str]:
+    return [
+        f"parameters {{\n  key: {json.dumps(key)}\n  value {{ string_value: {json.dumps(value)} }}\n}}"
+        for key, value in values.items()
+    ]
 
 
 def model_config_text(name: str, platform: str, model_file: str, meta: ModelMetadata, options: TritonOptions) -> str:
-    inputs, outputs = _dims(meta)
-    lines = [
-        f'name: "{name}"',
-        f'platform: "{platform}"',
-        f'default_model_filename: "{model_file}"',
-        f"max_batch_size: {options.max_batch_size}",
-        "input [",
-        _tensor(meta.input_name, inputs),
-        "]",
-        "output [",
-        ",\n".join(_tensor(out, dims) for out, dims in outputs.items()),
-        "]",
+    if options.backend == "python":
+        head = [f'name: "{name}"', 'backend: "python"', f"max_batch_size: {options.max_batch_size}"]
+        # one encoded image per batch entry in; mask (0/255) and probabilities at the image's size out
+        tensors = _tensors("input", [("image", "TYPE_STRING", [1])]) + _tensors(
+            "output", [("mask", "TYPE_UINT8", [-1, -1]), ("probability", "TYPE_FP32", [-1, -1])]
+        )
+    else:
+        head = [
+            f'name: "{name}"',
+            f'platform: "{platform}"',
+            f'default_model_filename: "{model_file}"',
+            f"max_batch_size: {options.max_batch_size}",
+        ]
+        inputs, outputs = _dims(meta)
+        tensors = _tensors("input", [(meta.input_name, "TYPE_FP32", inputs)]) + _tensors(
+            "output", [(out, "TYPE_FP32", dims) for out, dims in outputs.items()]
+        )
+    lines = head + tensors
+    lines += [
         "instance_group [",
-        f"  {{\n    count: {options.instances}\n    kind: KIND_{options.kind.upper()}\n  }}",
+        f"  {{\n    count: {options.instances}\n    kind: KIND_{options.instance_kind().upper()}\n  }}",
         "]",
     ]
     if options.dynamic_batching and options.max_batch_size > 0:
         lines += ["dynamic_batching {", f"  max_queue_delay_microseconds: {options.queue_delay_us}", "}"]
+    if options.backend == "python":
+        lines += _parameters(_python_parameters(model_file, options))
     return "\n".join(lines) + "\n"
+
+
+def _python_parameters(model_file: str, options: TritonOptions) -> dict[str, str]:
+    values = {"model_file": model_file, "threshold": repr(options.threshold)}
+    if options.threads:
+        values["threads"] = str(options.threads)
+    if options.python_env is not None:
+        values["EXECUTION_ENV_PATH"] = str(options.python_env)
+    return values
+
+
+def default_python_env() -> Path | None:
+    """The running environment when Triton's stub can activate it (a venv or conda env with
+    bin/activate), so the served model imports this very install; else None."""
+    prefix = Path(sys.prefix)
+    return prefix if (prefix / "bin" / "activate").is_file() else None
 
 
 def validate_config(text: str, source: str = "config.pbtxt"):
@@ -115,8 +175,23 @@ def _check(options: TritonOptions, meta: ModelMetadata, side: dict) -> None:
         raise UserError(f"{options.model}: Triton serves .onnx and .engine/.plan files; got {options.model.suffix!r}")
     if options.max_batch_size < 0 or options.instances < 1:
         raise UserError("--max-batch-size must be >= 0 and --instances >= 1")
-    if options.kind not in ("gpu", "cpu"):
-        raise UserError(f"--kind must be gpu or cpu, got {options.kind!r}")
+    if options.kind not in ("auto", "gpu", "cpu"):
+        raise UserError(f"--kind must be auto, gpu or cpu, got {options.kind!r}")
+    if options.backend not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {options.backend!r}")
+    if options.backend == "python":
+        if options.max_batch_size < 1:
+            raise UserError("the Python-backend model batches images: --max-batch-size must be >= 1")
+        if not 0.0 < options.threshold < 1.0:
+            raise UserError(f"--threshold {options.threshold} must lie strictly between 0 and 1")
+        env = options.python_env
+        if env is not None and options.server_python:
+            raise UserError("give either --python-env or --server-python, not both")
+        if env is not None and not (env / "bin" / "activate").is_file():
+            raise UserError(
+                f"--python-env {env} has no bin/activate; give a virtual environment (or conda env) that "
+                "has multiscale-deploy[serve] installed"
+            )
     profile = side.get("profile") if options.model.suffix != ".onnx" else None
     if profile and options.max_batch_size > profile["max"][0]:
         raise UserError(
@@ -135,6 +210,8 @@ def write_triton_model(options: TritonOptions) -> TritonResult:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise UserError(f"model name {name!r} may hold only letters, digits, '_', '.' and '-'")
     platform, model_file = PLATFORMS[options.model.suffix]
+    if options.backend == "python" and options.python_env is None and not options.server_python:
+        options.python_env = default_python_env()
     text = model_config_text(name, platform, model_file, meta, options)
     validated = validate_config(text, f"{name}/config.pbtxt") is not None
     target = options.repository / name
@@ -146,9 +223,16 @@ def write_triton_model(options: TritonOptions) -> TritonResult:
         (staging / "1").mkdir()
         shutil.copy2(options.model, staging / "1" / model_file)
         shutil.copy2(sidecar_path(options.model), staging / "1" / f"{model_file}.json")  # provenance; Triton ignores it
+        if options.backend == "python":
+            (staging / "1" / "model.py").write_text(PYTHON_MODEL)
         (staging / "config.pbtxt").write_text(text)
         move_dir_into_place(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     notes = [] if validated else ["config not checked against Triton's schema: pip install 'multiscale-deploy[serve]'"]
+    if options.backend == "python" and options.python_env is None:
+        notes.append(
+            "no EXECUTION_ENV_PATH: the server's own Python must import `runtime` "
+            "(pip install 'multiscale-deploy[runtime]' into the server's image)"
+        )
     return TritonResult(target, target / "config.pbtxt", target / "1" / model_file, validated, notes)

@@ -394,20 +394,64 @@ def export_bundle_cmd(
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--repository", type=click.Path(file_okay=False), required=True, help="Triton model repository.")
 @click.option("--name", help="Model name in the repository [default: the file's stem].")
-@click.option("--max-batch-size", type=int, default=8, show_default=True, help="0 disables batching.")
+@click.option(
+    "--backend",
+    type=click.Choice(("native", "python")),
+    default="native",
+    show_default=True,
+    help="native: the model itself (onnxruntime_onnx / tensorrt_plan), tensors in and out, for NGC containers; "
+    "python: our runtime in Triton's Python backend, encoded image in, mask out (serves on a CPU with "
+    "`msdeploy serve`).",
+)
+@click.option("--max-batch-size", type=int, default=8, show_default=True, help="0 disables batching (native only).")
 @click.option("--instances", type=int, default=1, show_default=True, help="Model instances (instance_group count).")
-@click.option("--kind", type=click.Choice(("gpu", "cpu")), default="gpu", show_default=True, help="Instance kind.")
+@click.option(
+    "--kind",
+    type=click.Choice(("auto", "gpu", "cpu")),
+    default="auto",
+    show_default=True,
+    help="Instance kind; auto: cpu for a Python-backend ONNX model, else gpu.",
+)
 @click.option("--dynamic-batching/--no-dynamic-batching", default=True, show_default=True)
 @click.option(
     "--queue-delay-us", type=int, default=100, show_default=True, help="Longest wait to form a dynamic batch."
 )
+@click.option(
+    "--python-env",
+    type=click.Path(file_okay=False, exists=True),
+    help="Python backend: the environment it runs in (EXECUTION_ENV_PATH) [default: this one].",
+)
+@click.option(
+    "--server-python",
+    is_flag=True,
+    help="Python backend: run in the server's own Python (an NGC image with multiscale-deploy[runtime] installed).",
+)
+@click.option("--threads", type=int, help="Python backend: ONNX Runtime threads per instance.")
+@click.option("--threshold", type=float, default=0.5, show_default=True, help="Python backend: mask threshold.")
 @click.option("--force", is_flag=True, help="Replace a model of the same name in the repository.")
 def export_triton_cmd(
-    model, repository, name, max_batch_size, instances, kind, dynamic_batching, queue_delay_us, force
+    model,
+    repository,
+    name,
+    backend,
+    max_batch_size,
+    instances,
+    kind,
+    dynamic_batching,
+    queue_delay_us,
+    python_env,
+    server_python,
+    threads,
+    threshold,
+    force,
 ) -> None:
     """Add MODEL (an .onnx or TensorRT .engine of ours) to a Triton model repository: config.pbtxt
-    (platform onnxruntime_onnx or tensorrt_plan, inputs and outputs from the model's metadata) and
-    version 1, as NVIDIA's Triton containers serve it on GPUs."""
+    (inputs and outputs from the model's metadata, checked against Triton's schema) and version 1.
+
+    \b
+    msdeploy export triton model.onnx --repository repo --name cod                  # NGC containers
+    msdeploy export triton model.onnx --repository repo --name cod --backend python # msdeploy serve
+    """
     from export.triton import TritonOptions
     from msdeploy.commands.export_cmds import run_export_triton
 
@@ -421,9 +465,55 @@ def export_triton_cmd(
             kind=kind,
             dynamic_batching=dynamic_batching,
             queue_delay_us=queue_delay_us,
+            backend=backend,
+            python_env=Path(python_env) if python_env else None,
+            server_python=server_python,
+            threads=threads,
+            threshold=threshold,
             force=force,
         )
     )
+
+
+@main.command()
+@click.option(
+    "--repository",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Model repository written by `msdeploy export triton --backend python`.",
+)
+@click.option("--http-port", type=int, default=8000, show_default=True)
+@click.option("--grpc-port", type=int, default=8001, show_default=True)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; loopback by default (put a proxy or load balancer in front to expose it).",
+)
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for readiness.")
+@click.option("--log-file", type=click.Path(dir_okay=False), help="Keep the server's log here.")
+@click.option("--log-verbose", type=int, default=0, show_default=True, help="Triton's log verbosity.")
+def serve(repository, http_port, grpc_port, host, timeout, log_file, log_verbose) -> None:
+    """Serve a model repository with the tritonserver bundled in nvidia-pytriton (CPU, Python backend)
+    until Ctrl-C; stops cleanly, leaving no processes or shared memory behind.
+
+    \b
+    msdeploy export triton model.onnx --repository repo --name cod --backend python
+    msdeploy serve --repository repo
+    """
+    from export.triton_server import ServerOptions
+    from msdeploy.commands.serve import run_serve
+
+    options = ServerOptions(
+        Path(repository),
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        startup_timeout_s=timeout,
+        log_file=Path(log_file) if log_file else None,
+        log_verbose=log_verbose,
+    )
+    sys.exit(run_serve(options))
 
 
 @main.command()

@@ -28,6 +28,8 @@ PACKAGES = (
     "tensorrt",
     "polygraphy",
     "nvidia-modelopt",
+    "nvidia-pytriton",  # bundles tritonserver (msdeploy serve)
+    "tritonclient",
 )
 
 

@@ -12,6 +12,7 @@ to the image's size before the sigmoid. numpy and Pillow only: this runs on a Je
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,8 +79,8 @@ class Prediction:
     probability: np.ndarray  # float32 [H, W] in 0..1
     threshold: float
     input_size: tuple[int, int]  # what the network saw (H, W)
-    network_ms: float  # the model call alone
-    total_ms: float  # read, preprocess, network and probabilities
+    network_ms: float  # the model call alone (the batched call this image was part of)
+    total_ms: float  # read, preprocess, network and probabilities (up to this image in a batch)
     notes: tuple[str, ...] = ()  # e.g. upsampled, decoded at reduced scale
 
     @property
@@ -128,10 +129,10 @@ class Predictor:
         names = [o.name for o in self.runner.outputs]
         self.output = "mask_logits" if "mask_logits" in names else names[0]
 
-    def predict(self, image: str | Path | np.ndarray) -> Prediction:
-        """A path (any format Pillow reads; grayscale and RGBA converted) or an RGB uint8 array."""
-        start = time.perf_counter()
-        if isinstance(image, (str, Path)):
+    def load(self, image: str | Path | bytes | np.ndarray) -> tuple[LoadedImage, tuple[str, ...]]:
+        """Decode one image (a path, encoded file bytes, or an RGB uint8 array) and say what was
+        done to it; raises ImageReadError for an unreadable file."""
+        if isinstance(image, (str, Path, bytes)):
             loaded = read_image(image, self.max_pixels)
         else:
             rgb = as_rgb(image)
@@ -143,13 +144,48 @@ class Predictor:
         height, width = loaded.rgb.shape[:2]
         if min(height, width) < self.metadata.min_size:
             notes.append(f"upsampled from {width}x{height} (below the model's minimum side {self.metadata.min_size})")
-        x = preprocess(loaded.rgb, self.metadata, self.size)
-        before = time.perf_counter()
-        outputs = self.runner.infer({self.metadata.input_name: x})
-        network_ms = (time.perf_counter() - before) * 1e3
-        probability = probability_map(outputs[self.output][0, 0], (height, width))
-        total_ms = (time.perf_counter() - start) * 1e3
-        return Prediction(loaded.rgb, probability, self.threshold, self.size, network_ms, total_ms, tuple(notes))
+        return loaded, tuple(notes)
 
-    def __call__(self, image: str | Path | np.ndarray) -> Prediction:
+    @property
+    def max_batch(self) -> int | None:
+        """The largest batch the model takes in one call (None: any)."""
+        batch = self.runner.inputs[0].shape[0]
+        return batch if isinstance(batch, int) else None
+
+    def predict_loaded(
+        self, images: Sequence[tuple[LoadedImage, tuple[str, ...]]], batch_size: int = 1
+    ) -> list[Prediction]:
+        """Decoded images (from `load`) to predictions, `batch_size` of them per network call (every
+        image is resized to the same network size, so any mix of image sizes batches)."""
+        limit = self.max_batch
+        batch_size = max(1, min(batch_size, limit) if limit else batch_size)
+        results = []
+        for first in range(0, len(images), batch_size):
+            chunk = images[first : first + batch_size]
+            start = time.perf_counter()
+            x = np.concatenate([preprocess(loaded.rgb, self.metadata, self.size) for loaded, _ in chunk])
+            before = time.perf_counter()
+            logits = self.runner.infer({self.metadata.input_name: x})[self.output]
+            network_ms = (time.perf_counter() - before) * 1e3
+            for index, (loaded, notes) in enumerate(chunk):
+                probability = probability_map(logits[index, 0], loaded.rgb.shape[:2])
+                total_ms = (time.perf_counter() - start) * 1e3
+                results.append(
+                    Prediction(loaded.rgb, probability, self.threshold, self.size, network_ms, total_ms, notes)
+                )
+        return results
+
+    def predict(self, image: str | Path | bytes | np.ndarray) -> Prediction:
+        """A path (any format Pillow reads; grayscale and RGBA converted), encoded file bytes, or an
+        RGB uint8 array."""
+        start = time.perf_counter()
+        result = self.predict_loaded([self.load(image)])[0]
+        result.total_ms = (time.perf_counter() - start) * 1e3
+        return result
+
+    def predict_many(self, images: Iterable[str | Path | bytes | np.ndarray], batch_size: int = 8) -> list[Prediction]:
+        """Several images, batched `batch_size` per network call (capped by the model's own limit)."""
+        return self.predict_loaded([self.load(image) for image in images], batch_size)
+
+    def __call__(self, image: str | Path | bytes | np.ndarray) -> Prediction:
         return self.predict(image)

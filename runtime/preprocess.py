@@ -5,6 +5,7 @@ Shared by calibration, accuracy reports and inference, so all of them feed the n
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,15 +43,17 @@ class LoadedImage:
     reduction: int = 1  # 1, 2, 4 or 8: the JPEG decoder's scale for an image over the pixel limit
 
 
-def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """An image file as RGB uint8 [H, W, 3]: grayscale, palette and RGBA are converted, EXIF rotation
-    applied. An image over `max_pixels` is decoded at 1/2, 1/4 or 1/8 scale where the format allows
-    it (JPEG), else refused; the header is checked before any pixel is decoded."""
+def read_image(source: str | Path | bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """An image file (a path, or its encoded bytes) as RGB uint8 [H, W, 3]: grayscale, palette and
+    RGBA are converted, EXIF rotation applied. An image over `max_pixels` is decoded at 1/2, 1/4 or
+    1/8 scale where the format allows it (JPEG), else refused; the header is checked before any pixel
+    is decoded."""
     Image, ImageOps = pillow()
+    path = f"({len(source)} bytes)" if isinstance(source, bytes) else source  # what errors name
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
                 width, height = img.size
                 if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # stored rotated by 90 degrees
                     original = (width, height)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import onnxruntime as ort
 import pytest
@@ -16,6 +17,7 @@ from runtime.metadata import read_sidecar
 from runtime.tensorrt_common import ENGINE_FORMAT
 
 pytest.importorskip("tritonclient.grpc", reason="the [serve] extra (tritonclient) holds Triton's config schema")
+from tritonclient.grpc import model_config_pb2  # noqa: E402
 
 
 def test_onnx_entry_follows_the_schema_and_the_model(exported, tmp_path):
@@ -72,3 +74,32 @@ def test_engine_entry_respects_the_profile(exported, tmp_path):
 def test_schema_check_rejects_a_broken_config():
     with pytest.raises(UserError, match="model-config schema"):
         validate_config('name: "x"\nmax_batch_size: "eight"\n')
+
+
+def test_python_backend_entry(exported, tmp_path):
+    """Encoded image in, mask out: our runtime in Triton's Python backend, run in this environment."""
+    repo = tmp_path / "repo"
+    result = CliRunner().invoke(
+        main,
+        ["export", "triton", str(exported["absi"]), "--repository", str(repo), "--name", "cod",
+         "--backend", "python", "--threads", "2", "--threshold", "0.4"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = validate_config((repo / "cod" / "config.pbtxt").read_text())
+    assert config.backend == "python" and not config.platform
+    assert [(t.name, t.data_type) for t in config.input] == [("image", model_config_pb2.TYPE_STRING)]
+    assert [t.name for t in config.output] == ["mask", "probability"]
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    params = {key: value.string_value for key, value in config.parameters.items()}
+    assert params == {"model_file": "model.onnx", "threshold": "0.4", "threads": "2", "EXECUTION_ENV_PATH": sys.prefix}
+    assert "TritonPythonModel" in (repo / "cod" / "1" / "model.py").read_text()
+    assert (repo / "cod" / "1" / "model.onnx.json").is_file()  # the runtime reads the model's metadata from it
+
+    with pytest.raises(UserError, match="--max-batch-size must be >= 1"):
+        write_triton_model(TritonOptions(exported["absi"], tmp_path / "r2", backend="python", max_batch_size=0))
+    with pytest.raises(UserError, match="has no bin/activate"):
+        write_triton_model(TritonOptions(exported["absi"], tmp_path / "r3", backend="python", python_env=tmp_path))
+    # an NGC image whose own Python has the package: no EXECUTION_ENV_PATH, and a note that says so
+    ngc = write_triton_model(TritonOptions(exported["absi"], tmp_path / "r4", backend="python", server_python=True))
+    assert "EXECUTION_ENV_PATH" not in validate_config(ngc.config.read_text()).parameters
+    assert any("server's own Python" in note for note in ngc.notes)
