@@ -3,7 +3,9 @@ and the tables that need the PyTorch model (parameters, FLOPs, memory per part).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import torch
@@ -105,14 +107,20 @@ def model_tables(
     mem: dict[str, dict[str, float]] = {}
     if device == "cpu" and not memory.supported():
         return params, flops, mem, "not measured: needs Linux /proc"
-    for fusion in fusions:
-        parts = [*(f"backbone@{s:g}" for s in DEFAULT_SCALES), "fusion", "network"]
-        mem[fusion] = {}
-        for part in parts:
-            args = [backbone, fusion, "1", str(size), str(size), part, device]
-            try:
-                mem[fusion][part] = memory.measure_in_child("models.complexity", args)["peak_added_mb"]
-            except UserError as exc:
-                raise UserError(f"memory of {part} ({fusion}) could not be measured: {exc}") from exc
+    parts = [*(f"backbone@{s:g}" for s in DEFAULT_SCALES), "fusion", "network"]
+    jobs = [(fusion, part) for fusion in fusions for part in parts]
+
+    def measure(job: tuple[str, str]) -> float:
+        fusion, part = job
+        args = [backbone, fusion, "1", str(size), str(size), part, device]
+        try:
+            return memory.measure_in_child("models.complexity", args)["peak_added_mb"]
+        except UserError as exc:
+            raise UserError(f"memory of {part} ({fusion}) could not be measured: {exc}") from exc
+
+    # each probe is its own process with its own peak, so they may run side by side (mostly imports)
+    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+        for (fusion, part), peak in zip(jobs, pool.map(measure, jobs)):
+            mem.setdefault(fusion, {})[part] = peak
     where = "GPU, torch.cuda.max_memory_allocated" if device != "cpu" else "CPU, peak resident memory (VmHWM)"
     return params, flops, mem, f"PyTorch eager, {where}, one inference in a fresh process, weights excluded"

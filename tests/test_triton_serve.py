@@ -183,17 +183,29 @@ def test_msdeploy_serve_stops_cleanly_on_ctrl_c(served, tmp_path):
     http_port, grpc_port = free_port(), free_port()
     command = [str(Path(sys.executable).parent / "msdeploy"), "serve", "--repository", str(repository)]
     command += ["--http-port", str(http_port), "--grpc-port", str(grpc_port), "--timeout", "60"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if "Ctrl-C stops" in line:
-            break
-    assert any(f"127.0.0.1:{http_port}" in line for line in lines), "".join(lines)
-    mask, _ = ImageClient(f"127.0.0.1:{http_port}", "cod").infer([make_png()])
-    assert mask.shape == (1, 64, 96)
-    process.send_signal(signal.SIGINT)
-    rest, _ = process.communicate(timeout=60)
+    # started as a background job would be (SIGINT ignored on entry): Ctrl-C must still stop it
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "Ctrl-C stops" in line:
+                break
+        assert any(f"127.0.0.1:{http_port}" in line for line in lines), "".join(lines)
+        mask, _ = ImageClient(f"127.0.0.1:{http_port}", "cod").infer([make_png()])
+        assert mask.shape == (1, 64, 96)
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:  # never leave a server behind, even when the test fails
+            process.terminate()
+            process.communicate(timeout=60)
     assert process.returncode == 0, rest
     assert "shared-memory regions left: 0" in rest
     running = subprocess.run(["pgrep", "-f", f"--http-port={http_port}"], capture_output=True, text=True)

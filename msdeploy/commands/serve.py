@@ -24,7 +24,9 @@ def run_serve(options) -> int:
     from runtime.errors import UserError
 
     server = TritonServer(options)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a service manager's stop ends us cleanly too
+    # Ctrl-C and a service manager's stop both end us cleanly; set SIGINT explicitly because Python
+    # leaves it ignored when the shell started us in the background
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with console.status(f"starting tritonserver on {options.repository} ..."):
             server.start()
@@ -38,7 +40,8 @@ def run_serve(options) -> int:
         console.print("stopping ...")
     finally:
         server.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     left = server.leftovers()
     console.print(f"stopped; shared-memory regions left: {len(left)}")
     return 0
