@@ -19,7 +19,7 @@ import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from runtime.errors import UserError
@@ -211,7 +211,7 @@ def write_triton_model(options: TritonOptions) -> TritonResult:
         raise UserError(f"model name {name!r} may hold only letters, digits, '_', '.' and '-'")
     platform, model_file = PLATFORMS[options.model.suffix]
     if options.backend == "python" and options.python_env is None and not options.server_python:
-        options.python_env = default_python_env()
+        options = replace(options, python_env=default_python_env())
     text = model_config_text(name, platform, model_file, meta, options)
     validated = validate_config(text, f"{name}/config.pbtxt") is not None
     target = options.repository / name

@@ -276,6 +276,10 @@ class TritonServer:
             f"models are large); its log says:\n{_log_summary(self.log_path)}"
         )
 
+    def log_summary(self) -> str:
+        """The error lines and the last line of the server's log so far."""
+        return _log_summary(self.log_path)
+
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 

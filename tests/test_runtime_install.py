@@ -1,5 +1,6 @@
 """The runtime-only install: a fresh virtual environment with `multiscale-deploy[runtime]` (built as
-the wheel a deploy bundle carries) runs inference on an ONNX model with no torch and no onnx in it."""
+the wheel a deploy bundle carries) runs inference on an ONNX model with no torch and no onnx in it;
+with `[serve]` (slow set) it also writes a Triton repository and serves it."""
 
 from __future__ import annotations
 
@@ -8,23 +9,35 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from calibration.synthetic import make_sample
 from export.project_wheel import build_project_wheel
 
+NO_HEAVY_PACKAGES = (
+    "import importlib.util, sys\n"
+    "assert not any(importlib.util.find_spec(m) for m in ('torch', 'onnx', 'timm')), 'heavy packages installed'\n"
+)
 
-def test_runtime_only_venv_runs_inference(exported, tmp_path):
+
+def fresh_venv(tmp_path, extras: str):
+    """A new venv with the project wheel and `extras` installed from the package index."""
     wheel = build_project_wheel(tmp_path / "wheels")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     install = subprocess.run(
-        [venv / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", f"{wheel}[runtime]"],
+        [venv / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", f"{wheel}[{extras}]"],
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert install.returncode == 0, install.stdout + install.stderr
+    return venv
+
+
+def test_runtime_only_venv_runs_inference(exported, tmp_path):
+    venv = fresh_venv(tmp_path, "runtime")
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -32,9 +45,7 @@ def test_runtime_only_venv_runs_inference(exported, tmp_path):
     (photos / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
     model = exported["hierarchical"]
 
-    code = (
-        "import importlib.util, sys\n"
-        "assert not any(importlib.util.find_spec(m) for m in ('torch', 'onnx', 'timm')), 'heavy packages installed'\n"
+    code = NO_HEAVY_PACKAGES + (
         "from runtime import Predictor\n"
         f"result = Predictor({str(model)!r}).predict({str(photos / 'a.jpg')!r})\n"
         "assert result.mask.shape == (120, 160) and result.overlay().shape == (120, 160, 3)\n"
@@ -57,3 +68,30 @@ def test_runtime_only_venv_runs_inference(exported, tmp_path):
     export = subprocess.run([venv / "bin" / "msdeploy", "export", "onnx"], capture_output=True, text=True)
     assert export.returncode == 2 and "multiscale-deploy[export]" in export.stderr
     assert "Traceback" not in export.stderr
+
+
+@pytest.mark.slow
+def test_serve_install_without_torch_serves_a_repository(exported, tmp_path):
+    """`[serve]` on a machine without torch: export the Python-backend entry, serve it, get a mask."""
+    venv = fresh_venv(tmp_path, "serve")
+    repository = tmp_path / "repo"
+    export = subprocess.run(
+        [venv / "bin" / "msdeploy", "export", "triton", str(exported["absi"]), "--repository", str(repository),
+         "--name", "cod", "--backend", "python"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert export.returncode == 0, export.stdout + export.stderr
+    assert f'"{venv}"' in (repository / "cod" / "config.pbtxt").read_text()  # the served model runs in this venv
+    image = tmp_path / "a.png"
+    Image.fromarray(make_sample(np.random.default_rng(1), (96, 128)).image).save(image)
+    code = NO_HEAVY_PACKAGES + (
+        "from pathlib import Path\n"
+        "from export.triton_client import ImageClient\n"
+        "from export.triton_server import ServerOptions, TritonServer, free_port\n"
+        f"options = ServerOptions(Path({str(repository)!r}), http_port=free_port(), grpc_port=free_port())\n"
+        "with TritonServer(options) as s:\n"
+        f"    mask, _ = ImageClient(s.grpc_url, 'cod', 'grpc').infer([Path({str(image)!r}).read_bytes()])\n"
+        "assert mask.shape == (1, 96, 128) and s.leftovers() == []\n"
+    )
+    run = subprocess.run([venv / "bin" / "python", "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr

@@ -19,7 +19,7 @@ def _raise_interrupt(signum, frame):
 
 
 def run_serve(options) -> int:
-    """Start, report, serve until Ctrl-C or SIGTERM, stop cleanly; 1 when the server died by itself."""
+    """Start, report, serve until Ctrl-C or SIGTERM, stop cleanly; an error when the server ends by itself."""
     from export.triton_server import TritonServer
     from runtime.errors import UserError
 
@@ -35,7 +35,8 @@ def run_serve(options) -> int:
         console.print(f"HTTP  {server.http_url}   gRPC  {server.grpc_url}   (Ctrl-C stops)")
         console.print(CLIENT_EXAMPLE.format(url=server.http_url, model=server.models[0].name), markup=False)
         code = server.wait()
-        raise UserError(f"tritonserver stopped by itself (exit code {code}); see its log {server.log_path}")
+        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        raise UserError(f"tritonserver stopped by itself ({how}):\n{server.log_summary()}")
     except KeyboardInterrupt:
         console.print("stopping ...")
     finally:
