@@ -244,7 +244,7 @@ class TritonServer:
             f"--exit-timeout-secs={opts.drain_timeout_s}",
             f"--log-verbose={opts.log_verbose}",
         ]
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "ab") as log:  # a kept --log-file grows; nothing earlier is lost
             # own process group: Ctrl-C in a terminal reaches us, and we stop the server and its stubs together
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True

@@ -491,7 +491,7 @@ def export_triton_cmd(
     help="Address to listen on; loopback by default (put a proxy or load balancer in front to expose it).",
 )
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for readiness.")
-@click.option("--log-file", type=click.Path(dir_okay=False), help="Keep the server's log here.")
+@click.option("--log-file", type=click.Path(dir_okay=False), help="Keep the server's log here (appended to).")
 @click.option("--log-verbose", type=int, default=0, show_default=True, help="Triton's log verbosity.")
 def serve(repository, http_port, grpc_port, host, timeout, log_file, log_verbose) -> None:
     """Serve a model repository with the tritonserver bundled in nvidia-pytriton (CPU, Python backend)
