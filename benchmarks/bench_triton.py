@@ -1,4 +1,4 @@
-"""Load test of the Python-backend model on the bundled tritonserver, with and without dynamic batching.
+"""Load test of the Python-backend model on the bundled tritonserver: dynamic batching on and off, 1 and 2 instances.
 
 For each setting, `msdeploy export triton --backend python` writes a repository entry for the demo
 checkpoint's FP32 ONNX (hierarchical fusion, pvt_v2_b0), `export.triton_server.TritonServer` starts
@@ -46,9 +46,11 @@ from runtime.metadata import read_sidecar  # noqa: E402
 SIZES = ((352, 352), (300, 400), (480, 360), (240, 320))
 IMAGES = 16
 PROB_TOLERANCE = 1e-4
+# (label, dynamic batching, instances); each instance gets cores / instances ONNX Runtime threads
 SETTINGS = (
-    ("dynamic batching (max batch 8, queue delay 1 ms)", True),
-    ("no dynamic batching", False),
+    ("1 instance, dynamic batching (max batch 8, queue delay 1 ms)", True, 1),
+    ("1 instance, no dynamic batching", False, 1),
+    ("2 instances, dynamic batching (max batch 8, queue delay 1 ms)", True, 2),
 )
 
 
@@ -151,7 +153,7 @@ def markdown(rows: list[dict], command: str, model: Path, args, direct_ms: float
         stamp(command, collect_environment()),
         "",
         f"Model: `{model.name}` (FP32 ONNX, demo checkpoint), served by `msdeploy export triton --backend python`",
-        f"(one instance, ONNX Runtime CPU with {args.threads} threads) on the tritonserver bundled with",
+        f"(ONNX Runtime CPU, {args.threads} threads shared by the instances) on the tritonserver bundled with",
         "nvidia-pytriton, on loopback. Clients: threads of one process on the same 2-core machine, one HTTP",
         f"connection each, one JPEG per request, cycling through {IMAGES} held-out synthetic images",
         f"(seed {HELD_OUT_SEED}; {sizes}). Latency: from sending the request to decoding the mask and",
@@ -203,8 +205,8 @@ def main() -> None:
     reference = [direct.predict(item).total_ms for item in data * 2]  # after the first pass warmed up
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-triton-") as work:
-        for setting, dynamic in SETTINGS:
-            repository = Path(work) / ("dynamic" if dynamic else "plain")
+        for index, (setting, dynamic, instances) in enumerate(SETTINGS):
+            repository = Path(work) / f"setting{index}"
             write_triton_model(
                 TritonOptions(
                     args.model,
@@ -213,8 +215,9 @@ def main() -> None:
                     backend="python",
                     max_batch_size=8,
                     dynamic_batching=dynamic,
+                    instances=instances,
                     queue_delay_us=1000,
-                    threads=args.threads,
+                    threads=max(1, args.threads // instances),
                 )
             )
             print(f"== {setting}", flush=True)
@@ -223,7 +226,7 @@ def main() -> None:
                 row = load(server, "cod", data, expected, args.requests, args.clients)
             if server.leftovers():
                 raise UserError(f"shared memory left behind: {server.leftovers()}")
-            rows.append({"setting": setting, "dynamic_batching": dynamic, **row})
+            rows.append({"setting": setting, "dynamic_batching": dynamic, "instances": instances, **row})
             print(rows[-1], flush=True)
     md = markdown(rows, command, args.model, args, statistics.median(reference))
     args.output.mkdir(parents=True, exist_ok=True)
