@@ -28,12 +28,12 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from calibration.metrics import mask_iou  # noqa: E402
 from calibration.quantize import Int8Options, quantize_int8  # noqa: E402
 from calibration.synthetic import make_sample, write_dataset  # noqa: E402
 from export.onnx_export import ExportOptions, export_onnx  # noqa: E402
+from export.parity import reference_probability  # noqa: E402
 from export.precision import convert_fp16  # noqa: E402
 from models import build_model  # noqa: E402
 from models.demo_training import HELD_OUT_SEED, demo_checkpoint  # noqa: E402
@@ -41,7 +41,6 @@ from runtime import Predictor  # noqa: E402
 from runtime.environment import collect_environment, stamp  # noqa: E402
 from runtime.files import sha256_file, write_bytes_atomic, write_json_atomic  # noqa: E402
 from runtime.metadata import read_sidecar  # noqa: E402
-from runtime.preprocess import preprocess  # noqa: E402
 
 SIZES = ((352, 352), (300, 400), (480, 360), (240, 320))  # square and not, above and below the network size
 CALIB_SEED = 7
@@ -103,10 +102,7 @@ def evaluate(fusion: str, models: dict[str, Path], count: int) -> list[dict]:
     for i in range(count):
         size = SIZES[i % len(SIZES)]
         sample = make_sample(rng, size)
-        with torch.inference_mode():
-            logits = net(torch.from_numpy(preprocess(sample.image, meta)))
-            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False, antialias=True)
-        torch_prob = torch.sigmoid(logits)[0, 0].numpy()
+        torch_prob = reference_probability(net, sample.image, meta)
         truth = sample.mask > 127
         truth_torch.append(mask_iou(torch_prob >= 0.5, truth))
         for name, predictor in predictors.items():

@@ -165,6 +165,20 @@ def rebuild_reference(metadata, weights: str | Path | None) -> MultiScaleCODNet:
     return net
 
 
+def reference_probability(net: nn.Module, image: np.ndarray, metadata) -> np.ndarray:
+    """PyTorch's probabilities for one RGB uint8 image at its own size: the model's preprocessing,
+    the network, logits resized by torch (antialiased bilinear), then the sigmoid. What runtime
+    masks (`runtime.Predictor`, `msdeploy infer`, served models) are compared with."""
+    import torch.nn.functional as F
+
+    from runtime.preprocess import preprocess
+
+    with torch.inference_mode():
+        logits = net(torch.from_numpy(preprocess(image, metadata)))
+        logits = F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False, antialias=True)
+    return torch.sigmoid(logits)[0, 0].numpy()
+
+
 def parity_shapes(sizes: Sequence[tuple[int, int]], batches: Sequence[int], static: Sequence[int] | None):
     if static:
         sizes = [tuple(static)]

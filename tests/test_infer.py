@@ -9,19 +9,18 @@ import re
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 
 from calibration.metrics import mask_iou
 from calibration.synthetic import make_sample
+from export.parity import reference_probability
 from models import build_model
 from msdeploy.cli import main
 from runtime import Predictor
 from runtime.errors import UserError
 from runtime.postprocess import overlay_image, probability_map
-from runtime.preprocess import ImageReadError, preprocess, read_image
+from runtime.preprocess import ImageReadError, read_image
 from tests.conftest import EXPORT_WEIGHTS
 
 
@@ -35,10 +34,7 @@ def test_runtime_masks_match_pytorch_on_the_demo_checkpoint(exported):
     for size in ((352, 352), (300, 400), (480, 360), (200, 200)):
         sample = make_sample(rng, size)
         result = predictor.predict(sample.image)
-        x = torch.from_numpy(preprocess(sample.image, predictor.metadata))
-        with torch.inference_mode():
-            logits = F.interpolate(net(x), size=size, mode="bilinear", align_corners=False, antialias=True)
-        torch_mask = torch.sigmoid(logits)[0, 0].numpy() >= 0.5
+        torch_mask = reference_probability(net, sample.image, predictor.metadata) >= 0.5
         assert result.mask.shape == size and result.image.shape == (*size, 3)
         scores.append(mask_iou(result.mask, torch_mask))
     assert min(scores) >= 0.99, scores

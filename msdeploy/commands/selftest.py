@@ -67,14 +67,11 @@ def _time_engine(runner, iterations: int, warmup: int) -> tuple[float, float]:
 def mask_agreement(runner, net, sizes=MASK_IMAGE_SIZES) -> float:
     """The worst IoU between the masks `runtime.Predictor` makes with `runner` and PyTorch's masks
     (logits resized by torch, antialiased bilinear) on held-out synthetic images."""
-    import torch
-    import torch.nn.functional as F
-
     from calibration.metrics import mask_iou
     from calibration.synthetic import make_sample
+    from export.parity import reference_probability
     from models.demo_training import HELD_OUT_SEED
     from runtime import Predictor
-    from runtime.preprocess import preprocess
 
     predictor = Predictor(runner)
     rng = np.random.default_rng(HELD_OUT_SEED)
@@ -82,10 +79,7 @@ def mask_agreement(runner, net, sizes=MASK_IMAGE_SIZES) -> float:
     for size in sizes:
         sample = make_sample(rng, size)
         mask = predictor.predict(sample.image).mask
-        with torch.inference_mode():
-            logits = net(torch.from_numpy(preprocess(sample.image, predictor.metadata)))
-            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False, antialias=True)
-        want = (torch.sigmoid(logits)[0, 0] >= 0.5).numpy()
+        want = reference_probability(net, sample.image, predictor.metadata) >= 0.5
         worst = min(worst, mask_iou(mask, want))
     return worst
 
