@@ -183,6 +183,8 @@ class TritonServer:
     models: list[ServedModel] = field(default_factory=list)
     process: subprocess.Popen | None = None
     shm_prefix: str = ""
+    log_path: Path | None = None
+    workdir: Path | None = None  # backend directory and default log; removed on stop
 
     @property
     def http_url(self) -> str:
@@ -203,11 +205,11 @@ class TritonServer:
         opts = self.options
         server = bundled_server()
         self.models = read_repository(opts.repository)
-        versions = {python_version_of(m.python_env) for m in self.models if m.python_env is not None}
-        version = versions.pop() if len(versions) == 1 else None
-        if versions:
+        envs = {m.python_env for m in self.models if m.python_env is not None}  # probe each environment once
+        versions = {python_version_of(env) for env in envs}
+        if len(versions) > 1:
             raise UserError("the repository's models use Python environments of different Python versions")
-        version = version or sysconfig.get_python_version()
+        version = versions.pop() if versions else sysconfig.get_python_version()
         if not (server.stubs / version / "triton_python_backend_stub").is_file():
             raise UserError(f"the bundled Python backend has no stub for Python {version}")
         if opts.http_port == opts.grpc_port:
@@ -219,11 +221,11 @@ class TritonServer:
     def start(self) -> None:
         opts = self.options
         server, version = self._prepare()
-        self._workdir = Path(tempfile.mkdtemp(prefix="msdeploy-triton-"))
-        backends = self._workdir / "backends"
+        self.workdir = Path(tempfile.mkdtemp(prefix="msdeploy-triton-"))
+        backends = self.workdir / "backends"
         shutil.copytree(server.python_backend, backends / "python", ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy2(server.stubs / version / "triton_python_backend_stub", backends / "python")
-        self.log_path = opts.log_file or self._workdir / "tritonserver.log"
+        self.log_path = opts.log_file or self.workdir / "tritonserver.log"
         self.shm_prefix = f"msdeploy_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = ":".join(
@@ -302,10 +304,9 @@ class TritonServer:
         if self.shm_prefix:
             for region in SHM_DIR.glob(f"{self.shm_prefix}*"):
                 region.unlink(missing_ok=True)
-        workdir = getattr(self, "_workdir", None)
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)
-            self._workdir = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
     def leftovers(self) -> list[str]:
         """Shared-memory regions of this server still present (for checks after stop)."""

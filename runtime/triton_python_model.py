@@ -39,12 +39,13 @@ def _image_bytes(item) -> bytes:
     return item if isinstance(item, bytes) else str(item).encode()
 
 
-def _stack(values: list[np.ndarray]) -> np.ndarray:
-    shapes = {value.shape for value in values}
+def _check_one_size(images: list) -> None:
+    """Outputs are one array per request, so its images must share a size; checked before any
+    network time is spent on them."""
+    shapes = {loaded.rgb.shape[:2] for loaded, _ in images}
     if len(shapes) > 1:
         sizes = ", ".join(f"{w}x{h}" for h, w in sorted(shapes))
         raise UserError(f"images in one request must share a size (got {sizes}); send them as separate requests")
-    return np.stack(values)
 
 
 class TritonPythonModel:
@@ -76,7 +77,9 @@ class TritonPythonModel:
         for request in requests:
             tensor = self.pb.get_input_tensor_by_name(request, IMAGE_INPUT).as_numpy()
             try:
-                decoded.append([self.predictor.load(_image_bytes(item)) for item in tensor.reshape(-1)])
+                images = [self.predictor.load(_image_bytes(item)) for item in tensor.reshape(-1)]
+                _check_one_size(images)
+                decoded.append(images)
             except UserError as exc:
                 decoded.append(str(exc))
         flat = [image for images in decoded if isinstance(images, list) for image in images]
@@ -90,18 +93,11 @@ class TritonPythonModel:
                 responses.append(self._error(images))
                 continue
             results = [next(predictions) for _ in images]
-            try:
-                mask = _stack([result.mask_png() for result in results])
-                probability = _stack([result.probability for result in results])
-            except UserError as exc:
-                responses.append(self._error(str(exc)))
-                continue
+            mask = np.stack([result.mask_png() for result in results])
+            probability = np.stack([result.probability for result in results])  # float32 already
             responses.append(
                 self.pb.InferenceResponse(
-                    output_tensors=[
-                        self.pb.Tensor(OUTPUTS[0], mask),
-                        self.pb.Tensor(OUTPUTS[1], probability.astype(np.float32)),
-                    ]
+                    output_tensors=[self.pb.Tensor(OUTPUTS[0], mask), self.pb.Tensor(OUTPUTS[1], probability)]
                 )
             )
         return responses
