@@ -42,30 +42,72 @@ def ensure_models(backbone: str, fusion: str, work: Path, calib: Path, method: s
     return fp32, int8
 
 
-def profile_by_op(path: Path, x: np.ndarray, threads: int, runs: int = 3) -> dict[str, float]:
-    """Mean milliseconds per run spent in each op type (ONNX Runtime's node profiler)."""
+def _neighbours(optimized: Path) -> dict[str, str]:
+    """For each QuantizeLinear/DequantizeLinear node of ONNX Runtime's optimized graph, the ops it
+    converts between ("Gelu -> Q -> QLinearConv"): which float islands the conversions serve."""
+    import onnx
+
+    graph = onnx.load(str(optimized), load_external_data=False).graph
+    producer = {out: n.op_type for n in graph.node for out in n.output}
+    readers: dict[str, set[str]] = {}
+    for n in graph.node:
+        for name in n.input:
+            readers.setdefault(name, set()).add(n.op_type)
+    short = {"QuantizeLinear": "Q", "DequantizeLinear": "DQ"}
+    return {
+        n.name: f"{producer.get(n.input[0], 'input')} -> {short[n.op_type]} -> "
+        + ",".join(sorted(readers.get(n.output[0], {"output"})))
+        for n in graph.node
+        if n.op_type in short
+    }
+
+
+def profile_by_op(path: Path, x: np.ndarray, threads: int, runs: int = 5, warmup: int = 3) -> dict:
+    """Steady-state profile from ONNX Runtime's node profiler: mean ms per run for each op type
+    (`ops`), for the Q/DQ conversions grouped by the ops they sit between (`conversions`), and the
+    mean wall time of the profiled runs (`run_ms`: kernels plus the executor's own work).
+
+    Warm-up runs happen in the profiled session itself and their events are dropped: a fresh
+    session's first runs pay page faults and allocations that the timed runs above do not, and
+    profiling a second, cold session once inflated every op's share."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.enable_profiling = True
+    options.log_severity_level = 3  # the optimized copy warns that it is machine-specific; it is only read here
     with tempfile.TemporaryDirectory() as tmp:
         options.profile_file_prefix = str(Path(tmp) / "profile")
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
-        session.run(None, {name: x})  # warm-up, dropped below
-        session.end_profiling()
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        for _ in range(runs):
+        for _ in range(warmup + runs):
             session.run(None, {name: x})
         events = json.loads(Path(session.end_profiling()).read_text())
-    per_op: dict[str, float] = {}
+        neighbours = _neighbours(Path(tmp) / "optimized.onnx")
+    model_runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
+    last_warmup = model_runs[warmup - 1]
+    steady_from = last_warmup["ts"] + last_warmup["dur"]
+    ops: dict[str, float] = {}
+    conversions: dict[str, list[float]] = {}
     for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            op = e.get("args", {}).get("op_name", "?")
-            per_op[op] = per_op.get(op, 0.0) + e["dur"] / 1e3 / runs
-    return dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or e["ts"] < steady_from:
+            continue
+        ms = e["dur"] / 1e3 / runs
+        op = e.get("args", {}).get("op_name", "?")
+        ops[op] = ops.get(op, 0.0) + ms
+        pattern = neighbours.get(e["name"].removesuffix("_kernel_time"))
+        if pattern:
+            slot = conversions.setdefault(pattern, [0.0, 0])
+            slot[0] += ms
+            slot[1] += 1 / runs
+    by_time = sorted(conversions.items(), key=lambda kv: -kv[1][0])
+    return {
+        "run_ms": float(np.mean([e["dur"] for e in model_runs[warmup:]])) / 1e3,
+        "ops": dict(sorted(ops.items(), key=lambda kv: -kv[1])),
+        "conversions": {k: {"ms": ms, "nodes": round(n)} for k, (ms, n) in by_time},
+    }
 
 
 def main() -> None:
@@ -128,19 +170,39 @@ def main() -> None:
             f"{a['p90_ms']:.0f} | {b['p90_ms']:.0f} | {'PASS' if speedup >= 1.5 else 'FAIL'} |"
         )
     for fusion, prof in profiles.items():
-        ops = list(dict.fromkeys([*prof["int8-cpu"], *prof["fp32"]]))[:16]
-        total = {k: sum(v.values()) for k, v in prof.items()}
+        fp32_ops, int8_ops = prof["fp32"]["ops"], prof["int8-cpu"]["ops"]
+        total = {"fp32": sum(fp32_ops.values()), "int8-cpu": sum(int8_ops.values())}
         lines += [
             "",
-            f"## Where the time goes: {fusion} (ms per run by op type, ONNX Runtime profiler)",
+            f"## Where the time goes: {fusion} (ms per run by op type, ONNX Runtime profiler, steady state)",
             "",
             "| op type | FP32 ms | FP32 share | INT8 ms | INT8 share |",
             "|---|---:|---:|---:|---:|",
         ]
-        for op in ops:
-            f, q = prof["fp32"].get(op, 0.0), prof["int8-cpu"].get(op, 0.0)
+        # the top op types of each model, so FP32's Conv/MatMul rows show beside INT8's QLinear ones
+        shown = list(dict.fromkeys([*list(int8_ops)[:12], *list(fp32_ops)[:8]]))
+        rest = {"fp32": total["fp32"], "int8-cpu": total["int8-cpu"]}
+        for op in shown:
+            f, q = fp32_ops.get(op, 0.0), int8_ops.get(op, 0.0)
+            rest["fp32"] -= f
+            rest["int8-cpu"] -= q
             lines.append(f"| {op} | {f:.1f} | {f / total['fp32']:.0%} | {q:.1f} | {q / total['int8-cpu']:.0%} |")
+        lines.append(
+            f"| other op types | {rest['fp32']:.1f} | {rest['fp32'] / total['fp32']:.0%} | "
+            f"{rest['int8-cpu']:.1f} | {rest['int8-cpu'] / total['int8-cpu']:.0%} |"
+        )
         lines.append(f"| total (kernels) | {total['fp32']:.0f} | | {total['int8-cpu']:.0f} | |")
+        lines.append(f"| wall per profiled run | {prof['fp32']['run_ms']:.0f} | | {prof['int8-cpu']['run_ms']:.0f} | |")
+        lines += [
+            "",
+            f"INT8 conversions left in the {fusion} graph after ONNX Runtime's fusions, by the ops they sit "
+            "between (producer -> Q/DQ -> readers; the float islands that remain):",
+            "",
+            "| conversion | nodes | ms per run | share of INT8 kernels |",
+            "|---|---:|---:|---:|",
+        ]
+        for pattern, c in list(prof["int8-cpu"]["conversions"].items())[:8]:
+            lines.append(f"| `{pattern}` | {c['nodes']} | {c['ms']:.1f} | {c['ms'] / total['int8-cpu']:.0%} |")
     md = "\n".join(lines) + "\n"
     stem = args.output / f"int8-cpu-{args.backbone}"
     write_bytes_atomic(stem.with_suffix(".md"), md.encode())

@@ -45,7 +45,7 @@ class Int8Options:
     seed: int = 0
     size: tuple[int, int] | None = None  # default: the model's default size
     exclude: tuple[str, ...] = ()
-    quantize_attention: bool | None = None  # None: the target's default (tensorrt no, cpu yes)
+    quantize_attention: bool | None = None  # None: the target's default (float attention in both)
     output: Path | None = None
     calib_cache: Path | None = None
     recalibrate: bool = False

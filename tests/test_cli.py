@@ -32,6 +32,17 @@ def test_help_and_version(run):
     assert result.exit_code == 0 and "msdeploy, version" in result.output
 
 
+def test_runs_as_a_module_from_the_source_tree(tmp_path):
+    # how benchmarks/gpu_rows.sh runs it on a machine where nothing can be pip-installed
+    root = Path(__file__).resolve().parents[1]
+    env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "msdeploy", "bench", "--help"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: msdeploy bench") and "--backends" in result.stdout
+
+
 def test_info_json(run):
     result = run("info", "--json")
     data = json.loads(result.output)

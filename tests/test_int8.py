@@ -82,7 +82,7 @@ def test_int8_model_runs_and_was_checked_on_real_images(tensorrt_int8):
     assert out["mask_logits"].shape == (2, 1, 64, 80) and np.isfinite(out["mask_logits"]).all()
 
 
-def test_cpu_target_uses_uint8_activations(workspace, monkeypatch):
+def test_cpu_target_uses_uint8_activations(workspace, tensorrt_int8, monkeypatch):
     import onnx
     from onnx import numpy_helper
 
@@ -100,13 +100,22 @@ def test_cpu_target_uses_uint8_activations(workspace, monkeypatch):
     assert activation_zps and all(zp.dtype == np.uint8 for zp in activation_zps)
     dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     attention = set(attention_matmuls(onnx.load(str(workspace[0])).graph))
-    assert all(set(n.input) <= dq_outputs for n in model.graph.node if n.name in attention)  # quantized for speed
+    # float attention by default (accuracy), as in the TensorRT layout; the other MatMuls are quantized
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
+    assert attention and all(not set(n.input) & dq_outputs for n in matmuls if n.name in attention)
+    assert any(set(n.input) & dq_outputs for n in matmuls if n.name not in attention)
     # dequantized weights feed only the quantized ops that fuse them: a LayerNorm or Add reading a
     # weight it shares with a Conv (equal initializers merged) gets its own FP32 copy
     weight_dq = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
     readers = {n.op_type for n in model.graph.node if set(n.input) & weight_dq}
     assert readers and readers <= set(TENSORRT_OPS), readers
     assert runtime.load(result.path).infer(np.zeros((1, 3, *SIZE), np.float32))["mask_logits"].shape == (1, 1, *SIZE)
+    # --quantize-attention: every attention MatMul reads two dequantized activations
+    qa = workspace[0].parent / "qa.onnx"
+    fast = quantize_int8(options(workspace, target="cpu", quantize_attention=True, output=qa))
+    model = onnx.load(str(fast.path))
+    dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    assert all(set(n.input) <= dq_outputs for n in model.graph.node if n.name in attention)
 
 
 def test_cache_is_reused_then_refused_when_stale(workspace, tensorrt_int8, tmp_path, monkeypatch):
