@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,7 @@ def profile_by_op(path: Path, x: np.ndarray, threads: int, runs: int = 5, warmup
     last_warmup = model_runs[warmup - 1]
     steady_from = last_warmup["ts"] + last_warmup["dur"]
     ops: dict[str, float] = {}
-    conversions: dict[str, list[float]] = {}
+    conversion_ms: dict[str, float] = {}
     for e in events:
         if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or e["ts"] < steady_from:
             continue
@@ -99,14 +100,14 @@ def profile_by_op(path: Path, x: np.ndarray, threads: int, runs: int = 5, warmup
         ops[op] = ops.get(op, 0.0) + ms
         pattern = neighbours.get(e["name"].removesuffix("_kernel_time"))
         if pattern:
-            slot = conversions.setdefault(pattern, [0.0, 0])
-            slot[0] += ms
-            slot[1] += 1 / runs
-    by_time = sorted(conversions.items(), key=lambda kv: -kv[1][0])
+            conversion_ms[pattern] = conversion_ms.get(pattern, 0.0) + ms
+    nodes = Counter(neighbours.values())
     return {
         "run_ms": float(np.mean([e["dur"] for e in model_runs[warmup:]])) / 1e3,
         "ops": dict(sorted(ops.items(), key=lambda kv: -kv[1])),
-        "conversions": {k: {"ms": ms, "nodes": round(n)} for k, (ms, n) in by_time},
+        "conversions": {
+            k: {"ms": ms, "nodes": nodes[k]} for k, ms in sorted(conversion_ms.items(), key=lambda kv: -kv[1])
+        },
     }
 
 
