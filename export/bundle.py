@@ -38,7 +38,7 @@ class BundleOptions:
     method: str = "percentile"
     weights: Path | None = None  # the checkpoint MODEL came from: the FP16 variant is checked against it
     batches: tuple[int, ...] = (1,)
-    max_size: int = 1024  # largest image side the engine accepts; lower it on 8 GB boards
+    max_size: int | None = None  # largest image side (default 1024); lower it on 8 GB boards. Not for DLA
     workspace: str = "2G"  # builder workspace limit written into the build command
     dla_core: int | None = None
     wheel: bool = True
@@ -67,6 +67,11 @@ def _check(options: BundleOptions) -> None:
         raise UserError(
             f"--engine-precision {options.engine_precision} is not among the bundled precisions "
             f"({', '.join(options.precisions)})"
+        )
+    if options.dla_core is not None and options.max_size is not None:
+        raise UserError(
+            "--max-size does not apply to a DLA engine: DLA takes one fixed input size (the model's default); "
+            "drop --max-size, or --dla-core for a GPU engine that takes a range of sizes"
         )
     if not options.model.is_file():
         raise UserError(f"model file not found: {options.model}")
@@ -107,15 +112,19 @@ def _reusable_fp16(source: Path) -> Path | None:
 
 def create_bundle(options: BundleOptions, progress: Callable[[str], None] | None = None) -> BundleResult:
     """Assemble the bundle in a temporary folder beside `options.output`, then move it into place."""
-    from export.tensorrt_build import EngineOptions, model_metadata, resolve_profile
+    from export.tensorrt_build import DEFAULT_MAX_SIDE, EngineOptions, model_metadata, resolve_profile
 
     say = progress or (lambda message: None)
     _check(options)
     start = time.perf_counter()
     meta = model_metadata(options.model)
     batches = tuple(sorted(set(options.batches)))
-    largest = (batches[-1], 3, options.max_size, options.max_size)
-    profile = resolve_profile(meta, EngineOptions(model=options.model, batches=batches, max_shape=largest))
+    if options.dla_core is not None:  # DLA takes one fixed shape: the model's default size
+        profile = resolve_profile(meta, EngineOptions(model=options.model, batches=batches, dla_core=options.dla_core))
+    else:
+        side = options.max_size or DEFAULT_MAX_SIDE
+        largest = (batches[-1], 3, side, side)
+        profile = resolve_profile(meta, EngineOptions(model=options.model, batches=batches, max_shape=largest))
     result = BundleResult(path=options.output)
     options.output.parent.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f".{options.output.name}.", dir=options.output.parent))
@@ -218,17 +227,13 @@ def build_command(model_name: str, profile, options: BundleOptions) -> str:
         "export",
         "engine",
         model_name,
-        "--min-shape",
-        format_shape(profile.min),
-        "--opt-shape",
-        format_shape(profile.opt),
-        "--max-shape",
-        format_shape(profile.max),
-        "--workspace",
-        options.workspace,
     ]
-    if options.dla_core is not None:
-        parts += ["--dla-core", str(options.dla_core)]
+    if options.dla_core is None:
+        parts += ["--min-shape", format_shape(profile.min), "--opt-shape", format_shape(profile.opt)]
+        parts += ["--max-shape", format_shape(profile.max)]
+    else:  # one fixed shape; a later --opt-shape on build_engine.sh's command line replaces it
+        parts += ["--opt-shape", format_shape(profile.opt), "--dla-core", str(options.dla_core)]
+    parts += ["--workspace", options.workspace]
     parts += ["--output", engine]
     return shlex.join(parts)
 
@@ -276,12 +281,24 @@ def board_readme(
         if wheel
         else 'pip install "multiscale-deploy[jetson]"  # from a source checkout of the project'
     )
-    dla = (
-        f"The engine runs on DLA core {options.dla_core}; layers the DLA cannot run fall back to the GPU."
-        if options.dla_core is not None
-        else "The engine runs on the GPU. On Orin NX / AGX Orin, `--dla-core 0` (or 1) offloads to a DLA, "
-        "with GPU fallback; Orin Nano has no DLA."
-    )
+    if options.dla_core is not None:
+        sizes = (
+            f"The engine runs on DLA core {options.dla_core}; layers the DLA cannot run fall back to the GPU. "
+            f"DLA has no dynamic dimensions, so the engine takes one input shape, {format_shape(profile.opt)}; "
+            "the runner resizes photos to it and refuses other sizes. For another size, rebuild with "
+            f"`sh {BUILD_SCRIPT} --opt-shape 1x3x256x256 --force`. Workspace limit {options.workspace}."
+        )
+        bench_sizes = str(profile.opt[2])  # bench takes square sides; default sizes are square
+    else:
+        sizes = (
+            f"Input sizes from {format_shape(profile.min)} to {format_shape(profile.max)} (optimised for "
+            f"{format_shape(profile.opt)}); the runner refuses other sizes with the allowed range. Workspace "
+            f"limit {options.workspace}: on 8 GB boards keep it at 1-2G and lower the largest size "
+            "(`--max-size` when bundling) if the build runs out of memory. The engine runs on the GPU. "
+            "On Orin NX / AGX Orin, `--dla-core 0` (or 1) when bundling offloads to a DLA, with GPU "
+            "fallback, at one fixed size; Orin Nano has no DLA."
+        )
+        bench_sizes = "256,352"
     return f"""# {meta.backbone} {meta.fusion}: deploy bundle
 
 The multi-scale camouflaged-object-detection network ({meta.backbone} backbone, {meta.fusion} fusion,
@@ -316,10 +333,7 @@ which runs
 {command}
 ```
 
-Input sizes from {format_shape(profile.min)} to {format_shape(profile.max)} (optimised for
-{format_shape(profile.opt)}); the runner refuses other sizes with the allowed range. Workspace
-limit {options.workspace}: on 8 GB boards keep it at 1-2G and lower the largest size (`--max-size`
-when bundling) if the build runs out of memory. {dla}
+{sizes}
 
 The same build with TensorRT's own tool (its engine has no msdeploy sidecar; use it to cross-check):
 
@@ -332,7 +346,7 @@ The same build with TensorRT's own tool (its engine has no msdeploy sidecar; use
 ```bash
 msdeploy infer {engine} photos/ --output masks/      # NAME_mask.png and NAME_overlay.png per image
 msdeploy infer {variants["fp32"].name} photos/ --output masks-cpu/   # the same on the CPU (ONNX Runtime)
-msdeploy bench --models . --backends tensorrt --precision {options.engine_precision} --sizes 256,352
+msdeploy bench --models . --backends tensorrt --precision {options.engine_precision} --sizes {bench_sizes}
 ```
 
 From Python:

@@ -166,13 +166,39 @@ def resolve_profile(meta: ModelMetadata, options: EngineOptions) -> Profile:
         lo = (max(DEFAULT_MIN_SIDE, meta.min_size),) * 2
         hi = (DEFAULT_MAX_SIDE,) * 2
         opt = tuple(meta.default_size)
+    if options.dla_core is not None:
+        return _fixed_dla_profile(meta, options, batches, opt)
     lo_shape = tuple(options.min_shape or (batches[0], 3, *lo))
     hi_shape = tuple(options.max_shape or (batches[-1], 3, *hi))
     # a default opt stays inside the given min/max (e.g. --max-shape 1x3x256x256 with the 352 default)
     opt_shape = tuple(
         options.opt_shape or (min(max(v, a), b) for v, a, b in zip((batches[0], 3, *opt), lo_shape, hi_shape))
     )
-    profile = Profile(meta.input_name, lo_shape, opt_shape, hi_shape)
+    return _checked_profile(meta, Profile(meta.input_name, lo_shape, opt_shape, hi_shape))
+
+
+def _fixed_dla_profile(
+    meta: ModelMetadata, options: EngineOptions, batches: list[int], default_side: tuple[int, ...]
+) -> Profile:
+    """DLA has no dynamic dimensions (TensorRT's DLA restrictions: min = opt = max), so a DLA engine
+    takes one shape: --opt-shape, else the model's default size and the one batch asked."""
+    if len(batches) > 1 and options.opt_shape is None:
+        raise UserError(
+            f"a DLA engine takes one fixed input shape; pass one batch size, not {batches}, or --opt-shape BxCxHxW"
+        )
+    shape = tuple(options.opt_shape or (batches[0], 3, *default_side))
+    for label, given in (("min", options.min_shape), ("max", options.max_shape)):
+        if given is not None and tuple(given) != shape:
+            raise UserError(
+                f"--{label}-shape {format_shape(given)}: a DLA engine takes one fixed input shape "
+                f"({format_shape(shape)}; DLA has no dynamic dimensions). Pass --opt-shape alone, "
+                "or build without --dla-core for a range of sizes on the GPU"
+            )
+    return _checked_profile(meta, Profile(meta.input_name, shape, shape, shape))
+
+
+def _checked_profile(meta: ModelMetadata, profile: Profile) -> Profile:
+    """The profile, refused with the reason when the model cannot take its shapes."""
     for label, shape in (("min", profile.min), ("opt", profile.opt), ("max", profile.max)):
         if len(shape) != 4 or shape[1] != 3:
             raise UserError(f"--{label}-shape {format_shape(shape)} must be Bx3xHxW")

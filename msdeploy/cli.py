@@ -264,7 +264,9 @@ def _profile_batch_option(help_text: str):
 )
 @click.option("--workspace", callback=_parse_bytes, metavar="SIZE", help="Builder workspace limit, e.g. 4G.")
 @click.option("--opt-level", type=click.IntRange(0, 5), help="Builder optimization level (TensorRT default 3).")
-@click.option("--dla-core", type=int, help="Run on this DLA core (Jetson), GPU fallback for the rest.")
+@click.option(
+    "--dla-core", type=int, help="Run on this DLA core (Jetson) at one fixed input shape, GPU fallback for the rest."
+)
 @click.option("--calib-data", type=click.Path(file_okay=False), help="Images for implicit INT8 (TensorRT 10 only).")
 @click.option("--calib-count", type=int, default=64, show_default=True)
 @click.option("--calib-cache", type=click.Path(dir_okay=False), help="Implicit INT8 cache [MODEL.onnx.calib-...].")
@@ -336,10 +338,14 @@ def export_engine_cmd(
 @click.option("--weights", type=click.Path(dir_okay=False), help="The checkpoint MODEL was exported from (FP16 check).")
 @_profile_batch_option("Batch sizes the engine profile covers.")
 @click.option(
-    "--max-size", type=int, default=1024, show_default=True, help="Largest image side; lower it on 8 GB boards."
+    "--max-size",
+    type=int,
+    help="Largest image side [1024]; lower it on 8 GB boards. A DLA engine takes one size, the model's default.",
 )
 @click.option("--workspace", default="2G", show_default=True, help="Builder workspace limit for the board.")
-@click.option("--dla-core", type=int, help="Build for this DLA core (Orin NX/AGX), with GPU fallback.")
+@click.option(
+    "--dla-core", type=int, help="Build for this DLA core (Orin NX/AGX) at one fixed size, with GPU fallback."
+)
 @click.option("--wheel/--no-wheel", default=True, show_default=True, help="Include the project wheel.")
 @click.option("--force", is_flag=True, help="Replace an output folder that is not empty.")
 def export_bundle_cmd(

@@ -123,7 +123,8 @@ class Predictor:
             raise UserError(f"threshold {threshold} must lie strictly between 0 and 1")
         self.runner = model if isinstance(model, Runner) else open_runner(model, backend, threads)
         self.metadata = self.runner.require_metadata()
-        self.size = input_size(self.metadata, size)
+        # a fixed-shape engine (DLA) runs at its one size unless another is asked (and then refused)
+        self.size = input_size(self.metadata, size or self.runner.fixed_image_size())
         self.threshold = threshold
         self.max_pixels = max_pixels
         names = [o.name for o in self.runner.outputs]
@@ -149,8 +150,7 @@ class Predictor:
     @property
     def max_batch(self) -> int | None:
         """The largest batch the model takes in one call (None: any)."""
-        batch = self.runner.inputs[0].shape[0]
-        return batch if isinstance(batch, int) else None
+        return self.runner.max_batch()
 
     def predict_loaded(
         self, images: Sequence[tuple[LoadedImage, tuple[str, ...]]], batch_size: int = 1

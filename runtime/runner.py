@@ -54,6 +54,16 @@ class Runner(ABC):
     def outputs(self) -> list[TensorSpec]:
         return self._outputs
 
+    def max_batch(self) -> int | None:
+        """The largest batch the model takes in one call (None: any)."""
+        batch = self.inputs[0].shape[0]
+        return batch if isinstance(batch, int) else None
+
+    def fixed_image_size(self) -> tuple[int, int] | None:
+        """(H, W) when the loaded model takes one image size only beyond what its metadata says (a
+        fixed-shape engine); None otherwise."""
+        return None
+
     @abstractmethod
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 

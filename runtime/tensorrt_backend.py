@@ -110,6 +110,17 @@ class TensorRTRunner(Runner):
                 "%s was built on %s, running on %s: rebuild for best speed", self.path, built["name"], here.name
             )
 
+    def _image_profile(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        return self.profile[self.require_metadata().input_name]
+
+    def max_batch(self) -> int | None:
+        """The profile's largest batch: a bigger one would be refused."""
+        return self._image_profile()[2][0]
+
+    def fixed_image_size(self) -> tuple[int, int] | None:
+        lo, _, hi = self._image_profile()
+        return (lo[2], lo[3]) if len(lo) == 4 and lo[2:] == hi[2:] else None
+
     def check_feed(self, feed: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         checked = super().check_feed(feed)
         for name, array in checked.items():

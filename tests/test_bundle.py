@@ -25,7 +25,7 @@ def bundle(fp16_absi, tmp_path_factory):
     folder = tmp_path_factory.mktemp("bundle")
     calib = write_dataset(folder / "calib", 4, size=(96, 96), seed=5)
     args = ["export", "bundle", str(source), "-o", str(folder / "board"), "--calib-data", str(calib / "images")]
-    result = CliRunner().invoke(main, [*args, "--calib-count", "4", "--dla-core", "0", "--max-size", "512"])
+    result = CliRunner().invoke(main, [*args, "--calib-count", "4", "--max-size", "512"])
     assert result.exit_code == 0, result.output
     return folder / "board", result.output, args
 
@@ -44,9 +44,9 @@ def test_bundle_holds_every_variant_and_the_board_files(bundle):
     assert "FP16: reused" in output and "calibration cache" in output
     assert os.access(board / "build_engine.sh", os.X_OK)
     command = manifest["engine"]["command"]
-    assert "--dla-core 0" in command and "--max-shape 1x3x512x512" in command and "--workspace 2G" in command
+    assert "--max-shape 1x3x512x512" in command and "--workspace 2G" in command and "--dla-core" not in command
     assert command in (board / "build_engine.sh").read_text() and command in (board / "README.md").read_text()
-    assert "--useDLACore=0 --allowGPUFallback" in (board / "README.md").read_text()
+    assert "--maxShapes=image:1x3x512x512" in (board / "README.md").read_text()
     assert not list(board.parent.glob(".board.*"))  # the temporary folder is gone
 
 
@@ -58,8 +58,28 @@ def test_bundle_is_not_overwritten_without_force(bundle):
     assert missing.exit_code == 2 and "INT8 needs calibration images" in missing.output
 
 
+def test_dla_bundle_builds_one_fixed_shape(bundle, tmp_path):
+    """DLA has no dynamic dimensions: the bundle's build command asks for one shape, and a size range
+    with --dla-core is refused before anything is written."""
+    _, _, args = bundle
+    flags = ["--precision", "fp32,fp16", "--no-wheel", "--dla-core", "0"]
+    refused = CliRunner().invoke(main, [*args[:-2], *flags, "--max-size", "512", "-o", str(tmp_path / "x")])
+    assert refused.exit_code == 2 and "--max-size does not apply to a DLA engine" in refused.output
+    assert not (tmp_path / "x").exists()
+    result = CliRunner().invoke(main, [*args[:-2], *flags, "-o", str(tmp_path / "dla")])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "dla" / "manifest.json").read_text())
+    command = manifest["engine"]["command"]
+    assert "--opt-shape 1x3x352x352 --dla-core 0" in command
+    assert "--min-shape" not in command and "--max-shape" not in command
+    readme = (tmp_path / "dla" / "README.md").read_text()
+    assert "--useDLACore=0 --allowGPUFallback" in readme and "--maxShapes=image:1x3x352x352" in readme
+    assert "one input shape, 1x3x352x352" in readme and "--sizes 352" in readme
+
+
 def test_board_flow_with_the_fake_tensorrt(bundle, monkeypatch, tmp_path):
-    """On the 'board': run the bundle's build command, then `msdeploy infer` with the engine."""
+    """On the 'board': run the bundle's build command, then `msdeploy infer` with the engine; then a
+    DLA engine, which takes one input shape."""
     import export.tensorrt_build as tb
     import runtime.cuda
     import runtime.tensorrt_backend as tbe
@@ -76,7 +96,8 @@ def test_board_flow_with_the_fake_tensorrt(bundle, monkeypatch, tmp_path):
     command = json.loads((board / "manifest.json").read_text())["engine"]["command"]
     built = CliRunner().invoke(main, shlex.split(command)[1:])
     assert built.exit_code == 0, built.output
-    assert (board / "absi.fp16.engine").is_file() and trt.recorder.dla == (0,)
+    assert (board / "absi.fp16.engine").is_file() and trt.recorder.dla is None
+    assert trt.recorder.profiles[-1] == ((1, 3, 128, 128), (1, 3, 352, 352), (1, 3, 512, 512))
 
     photo = tmp_path / "photo.png"
     Image.fromarray(make_sample(np.random.default_rng(1), (90, 120)).image).save(photo)
@@ -85,3 +106,13 @@ def test_board_flow_with_the_fake_tensorrt(bundle, monkeypatch, tmp_path):
     assert result.exit_code == 0, result.output
     assert "tensorrt" in result.output
     assert Image.open(tmp_path / "masks" / "photo_mask.png").size == (120, 90)
+
+    range_on_dla = CliRunner().invoke(main, [*shlex.split(command)[1:], "--dla-core", "0", "--force"])
+    assert range_on_dla.exit_code == 2 and "a DLA engine takes one fixed input shape" in range_on_dla.output
+    dla = ["export", "engine", "absi.fp16.onnx", "--dla-core", "0", "-o", "absi.dla.engine"]
+    assert CliRunner().invoke(main, dla).exit_code == 0
+    assert trt.recorder.dla == (0,) and trt.recorder.profiles[-1] == ((1, 3, 352, 352),) * 3
+    infer = ["infer", "absi.dla.engine", str(photo), "-o", str(tmp_path / "dla-masks")]
+    assert CliRunner().invoke(main, infer).exit_code == 0  # the default size is the engine's one shape
+    other = CliRunner().invoke(main, [*infer, "--size", "128", "--force"])
+    assert other.exit_code == 2 and "1x3x352x352" in other.output, other.output

@@ -21,6 +21,7 @@ from export.tensorrt_build import EngineOptions, build_engine, plan_build, resol
 from runtime.cuda import DeviceInfo
 from runtime.errors import UserError
 from runtime.metadata import ModelMetadata, sidecar_path
+from runtime.predict import Predictor
 from runtime.tensorrt_backend import TensorRTRunner
 from runtime.tensorrt_common import TensorRTFeatures
 from tests.conftest import copy_model
@@ -93,6 +94,23 @@ def test_default_profile_covers_128_to_1024_and_the_batches_asked():
     assert resolve_profile(static, EngineOptions(model=Path("m.onnx"))).max == (1, 3, 256, 256)
 
 
+def test_dla_profile_is_one_fixed_shape():
+    """TensorRT's DLA restrictions: no dynamic dimensions (min = opt = max). Our logic, not TensorRT's."""
+    meta = ModelMetadata("hierarchical", "pvt_v2_b0", [0.5, 1.0, 1.5], [32, 64, 160, 256], ["mask_logits"])
+    dla = resolve_profile(meta, EngineOptions(model=Path("m.onnx"), dla_core=0))
+    assert dla.min == dla.opt == dla.max == (1, 3, 352, 352)
+    chosen = resolve_profile(meta, EngineOptions(model=Path("m.onnx"), dla_core=0, opt_shape=(2, 3, 256, 320)))
+    assert chosen.min == chosen.max == (2, 3, 256, 320)
+    same = EngineOptions(model=Path("m.onnx"), dla_core=0, min_shape=(1, 3, 352, 352), max_shape=(1, 3, 352, 352))
+    assert resolve_profile(meta, same).max == (1, 3, 352, 352)
+    with pytest.raises(UserError, match=r"--max-shape 1x3x1024x1024: a DLA engine takes one fixed input shape"):
+        resolve_profile(meta, EngineOptions(model=Path("m.onnx"), dla_core=0, max_shape=(1, 3, 1024, 1024)))
+    with pytest.raises(UserError, match=r"one batch size, not \[1, 4\]"):
+        resolve_profile(meta, EngineOptions(model=Path("m.onnx"), dla_core=0, batches=(1, 4)))
+    with pytest.raises(UserError, match="sides >= 32"):
+        resolve_profile(meta, EngineOptions(model=Path("m.onnx"), dla_core=0, opt_shape=(1, 3, 16, 16)))
+
+
 # ---- building ----
 
 
@@ -161,8 +179,11 @@ def test_dla_needs_a_core_and_low_precision_and_falls_back_to_gpu(model):
     trt, cuda = fakes("10.3.0", legacy=True, dla_cores=2)
     with pytest.raises(UserError, match="DLA runs FP16 and INT8 only"):
         build_engine(EngineOptions(model=model, dla_core=0), trt=trt, cuda=cuda)
-    build_engine(EngineOptions(model=model, precision="fp16", dla_core=1), trt=trt, cuda=cuda)
+    built = build_engine(EngineOptions(model=model, precision="fp16", dla_core=1), trt=trt, cuda=cuda)
     assert trt.recorder.dla == (1,) and "GPU_FALLBACK" in trt.recorder.builder_flags
+    assert trt.recorder.profiles[-1] == ((1, 3, 352, 352),) * 3  # DLA: one fixed shape
+    predictor = Predictor(TensorRTRunner(str(built.path), trt=trt, cuda=cuda))
+    assert predictor.size == (352, 352) and predictor.max_batch == 1  # images are resized to the one shape
     nano, cuda_nano = fakes("10.3.0", legacy=True, dla_cores=0)
     with pytest.raises(UserError, match="has 0 DLA core"):
         build_engine(EngineOptions(model=model, precision="fp16", dla_core=0, force=True), trt=nano, cuda=cuda_nano)
@@ -216,6 +237,7 @@ def test_runner_checks_inputs_against_the_profile_before_running(model):
     trt, cuda = fakes()
     engine = build_engine(EngineOptions(model=model, max_shape=(2, 3, 256, 256)), trt=trt, cuda=cuda).path
     runner = TensorRTRunner(str(engine), trt=trt, cuda=cuda)
+    assert runner.max_batch() == 2 and runner.fixed_image_size() is None  # batches above 2 are split
     with pytest.raises(UserError, match=r"1x3x512x512; this engine's profile allows 1x3x128x128 to 2x3x256x256"):
         runner.infer(np.zeros((1, 3, 512, 512), np.float32))
     with pytest.raises(UserError, match="dtype float64"):
