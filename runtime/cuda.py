@@ -34,7 +34,11 @@ class DeviceInfo:
 class CudaApi:
     """libcudart through ctypes. Pointers and handles are plain ints."""
 
-    def __init__(self) -> None:
+    def __init__(self, library: ctypes.CDLL | None = None) -> None:
+        """`library`: a libcudart already loaded; default: the one polygraphy finds."""
+        if library is not None:
+            self._lib = library
+            return
         try:
             from polygraphy import cuda as pg_cuda
         except ImportError as exc:
@@ -56,8 +60,12 @@ class CudaApi:
         return out.value or 0
 
     def device(self) -> DeviceInfo:
+        """The current GPU; a UserError when CUDA has none (no GPU, or a driver older than libcudart)."""
         dev = ctypes.c_int()
-        self._check(self._lib.cudaGetDevice(ctypes.byref(dev)), "cudaGetDevice")
+        try:
+            self._check(self._lib.cudaGetDevice(ctypes.byref(dev)), "cudaGetDevice")
+        except RuntimeError as exc:
+            raise UserError(f"no usable CUDA GPU: {exc}") from exc
         cc = []
         for attr in (_ATTR_CC_MAJOR, _ATTR_CC_MINOR):
             value = ctypes.c_int()
@@ -139,9 +147,10 @@ class CudaApi:
         )
         try:
             executable = ctypes.c_void_p()
+            # the WithFlags form has one signature in CUDA 11.4-13; cudaGraphInstantiate's changed in 12
             self._check(
-                self._lib.cudaGraphInstantiate(ctypes.byref(executable), graph, ctypes.c_ulonglong(0)),
-                "cudaGraphInstantiate",
+                self._lib.cudaGraphInstantiateWithFlags(ctypes.byref(executable), graph, ctypes.c_ulonglong(0)),
+                "cudaGraphInstantiateWithFlags",
             )
         finally:
             self._lib.cudaGraphDestroy(graph)

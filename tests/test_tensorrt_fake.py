@@ -303,7 +303,28 @@ def test_selftest_orchestration_with_the_fake(tmp_path, monkeypatch):
         monkeypatch.setattr(module, "CudaApi", lambda: cuda)
     passed = run_selftest(tmp_path / "work", tmp_path / "results", ("hierarchical",), 3, "test", cuda_graphs=True)
     report = json.loads((tmp_path / "results" / "tensorrt-selftest-fake-orin.json").read_text())
-    assert [r["precision"] for r in report["rows"]] == ["fp32", "fp16", "int8"]
+    legacy = ["fp16 (builder flag)", "int8 (implicit calibrator)"]  # TensorRT 10 still has both
+    assert [r["precision"] for r in report["rows"]] == ["fp32", "fp16", "int8", *legacy]
     assert passed and all(r["parity_passed"] for r in report["rows"])
     assert report["rows"][0]["mask_iou_min"] >= 0.99  # FP32 engine masks (runtime.Predictor) vs PyTorch
-    assert (tmp_path / "results" / "tensorrt-selftest-fake-orin.md").read_text().count("| hierarchical |") == 3
+    assert (tmp_path / "results" / "tensorrt-selftest-fake-orin.md").read_text().count("| hierarchical |") == 5
+    assert trt.recorder.calibration_batches == 32 and "FP16" in trt.recorder.builder_flags
+
+
+def test_selftest_checks_the_legacy_builds_only_where_tensorrt_has_them(tmp_path):
+    from msdeploy.commands.selftest import engine_variants
+
+    paths = [tmp_path / f"m{suffix}.onnx" for suffix in ("", ".fp16", ".int8")]
+    labels = {
+        version: [
+            v.label
+            for v in engine_variants(
+                TensorRTFeatures.detect(fakes(version, legacy=legacy)[0]), tmp_path, "absi", *paths
+            )
+        ]
+        for version, legacy in (("10.3.0", True), ("11.4.1", False))
+    }
+    assert labels["11.4.1"] == ["fp32", "fp16", "int8"]
+    assert labels["10.3.0"] == ["fp32", "fp16", "int8", "fp16 (builder flag)", "int8 (implicit calibrator)"]
+    outputs = [v.output.name for v in engine_variants(TensorRTFeatures.detect(fakes()[0]), tmp_path, "absi", *paths)]
+    assert len(set(outputs)) == len(outputs)  # no engine overwrites another

@@ -1,11 +1,12 @@
 """`msdeploy selftest --gpu`: the one command that verifies the TensorRT path on real hardware.
 
 For each fusion mode: export the demo checkpoint to ONNX, write its FP16 and INT8 (Q/DQ) variants,
-build an engine of each (strongly typed: precision from the graph), run parity against PyTorch on the
-engine, turn held-out synthetic images into masks with `runtime.Predictor` on the engine (what
-`msdeploy infer` does on a board) and compare them with PyTorch's, time it (GPU compute from CUDA
-events, and end to end with copies), and write a report to docs/results/. Nothing here can run
-without TensorRT and a GPU; it says so and exits 2.
+build an engine of each (strongly typed: precision from the graph) and, where the installed TensorRT
+still has them (10.x, e.g. Jetson), the legacy builds from the FP32 ONNX (FP16 builder flag, implicit
+INT8 calibrator). On each engine: parity against PyTorch; held-out synthetic images turned into masks
+with `runtime.Predictor` (what `msdeploy infer` does on a board) and compared with PyTorch's; timing
+(GPU compute from CUDA events, and end to end with copies). The report goes to docs/results/.
+Nothing here can run without TensorRT and a GPU; it says so and exits 2.
 """
 
 from __future__ import annotations
@@ -46,9 +47,38 @@ def _require_gpu_stack():
     trt = import_tensorrt()
     try:
         device = CudaApi().device()
+    except UserError:
+        raise
     except Exception as exc:
         raise UserError(f"no usable CUDA GPU: {exc}") from exc
     return trt, device
+
+
+@dataclass(frozen=True)
+class EngineVariant:
+    label: str  # the report's precision column
+    model: Path  # the ONNX the engine is built from
+    requested: str | None  # --precision for build_engine (None: the graph's own)
+    tolerance: str  # the precision whose parity tolerances apply
+    output: Path
+
+
+def engine_variants(features, work: Path, fusion: str, fp32: Path, fp16: Path, int8: Path) -> list[EngineVariant]:
+    """The graph-precision engines everywhere; the legacy builder-flag / calibrator builds only where
+    this TensorRT has them, so a Jetson's selftest also checks the fallback it would use."""
+    stem = work / f"pvt_v2_b0_{fusion}"
+    variants = [
+        EngineVariant("fp32", fp32, None, "fp32", Path(f"{stem}.engine")),
+        EngineVariant("fp16", fp16, None, "fp16", Path(f"{stem}.fp16.engine")),
+        EngineVariant("int8", int8, None, "int8", Path(f"{stem}.int8.engine")),
+    ]
+    if features.weak_fp16:
+        variants.append(EngineVariant("fp16 (builder flag)", fp32, "fp16", "fp16", Path(f"{stem}.flag-fp16.engine")))
+    if features.implicit_int8:
+        variants.append(
+            EngineVariant("int8 (implicit calibrator)", fp32, "int8", "int8", Path(f"{stem}.implicit-int8.engine"))
+        )
+    return variants
 
 
 def _time_engine(runner, iterations: int, warmup: int) -> tuple[float, float]:
@@ -98,9 +128,10 @@ def run_selftest(
     from runtime.environment import stamp
     from runtime.files import write_bytes_atomic, write_json_atomic
     from runtime.tensorrt_backend import TensorRTRunner
-    from runtime.tensorrt_common import format_shape
+    from runtime.tensorrt_common import TensorRTFeatures, format_shape
 
     trt, device = _require_gpu_stack()
+    features = TensorRTFeatures.detect(trt)
     work.mkdir(parents=True, exist_ok=True)
     calib = work / "calib"
     if not calib.exists():
@@ -117,19 +148,25 @@ def run_selftest(
             int8 = quantize_int8(Int8Options(model=fp32, calib_data=calib / "images", force=True)).path
             net = build_model("pvt_v2_b0", fusion, weights=weights, exportable=True)
             reference = reference_fn(net)
-            for precision, onnx_path in (("fp32", fp32), ("fp16", fp16), ("int8", int8)):
-                say(f"{fusion}: building the {precision} engine")
-                built = build_engine(
-                    EngineOptions(model=onnx_path, max_shape=(2, 3, 1024, 1024), force=True), progress=say
+            for variant in engine_variants(features, work, fusion, fp32, fp16, int8):
+                say(f"{fusion}: building the {variant.label} engine")
+                options = EngineOptions(
+                    model=variant.model,
+                    precision=variant.requested,
+                    max_shape=(2, 3, 1024, 1024),
+                    calib_data=calib / "images" if variant.requested == "int8" else None,
+                    output=variant.output,
+                    force=True,
                 )
+                built = build_engine(options, progress=say)
                 runner = TensorRTRunner(str(built.path), cuda_graphs=cuda_graphs)
-                report = run_parity(built.path, reference, SHAPES, precision=precision, runner=runner)
+                report = run_parity(built.path, reference, SHAPES, precision=variant.tolerance, runner=runner)
                 mask_iou = mask_agreement(runner, net)
                 gpu_ms, wall_ms = _time_engine(runner, iterations, warmup=10)
                 rows.append(
                     SelftestRow(
                         fusion,
-                        precision,
+                        variant.label,
                         built.path.name,
                         report.passed,
                         max(r.agreement.max_abs for r in report.rows),
