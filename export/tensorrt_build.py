@@ -303,6 +303,9 @@ def build_engine(
     network_flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
     network: trt_api.INetworkDefinition = builder.create_network(network_flags)
     parser: trt_api.OnnxParser = trt.OnnxParser(network, logger)
+    adjust_for_dla = getattr(getattr(trt, "OnnxParserFlag", None), "ADJUST_FOR_DLA", None)  # 10.16 and later
+    if options.dla_core is not None and adjust_for_dla is not None:
+        parser.set_flag(adjust_for_dla)  # lets the parser reshape layers so that more of them run on the DLA
     say(f"parsing {model} ({'strongly typed' if plan.strongly_typed else 'weakly typed'})")
     if not parser.parse_from_file(str(model)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]

@@ -124,14 +124,23 @@ class Recorder:
     workspace: int | None = None
     opt_level: int | None = None
     dla: tuple | None = None
+    parser_flags: list[str] = field(default_factory=list)
     timing_cache_in: bytes | None = None
     calibration_batches: int = 0
     calibration_cache_read: bool = False
     builds: int = 0
 
 
-def make_fake_tensorrt(version: str = "10.3.0", *, legacy: bool = True, dla_cores: int = 0, cuda: FakeCuda):
-    """A module-like object with TensorRT 10's (legacy=True) or 11's (legacy=False) feature set."""
+def make_fake_tensorrt(
+    version: str = "10.3.0",
+    *,
+    legacy: bool = True,
+    dla_cores: int = 0,
+    parser_flags: tuple[str, ...] = (),
+    cuda: FakeCuda,
+):
+    """A module-like object with TensorRT 10's (legacy=True) or 11's (legacy=False) feature set;
+    `parser_flags` names the OnnxParserFlag members it has beyond those we never set."""
     rec = Recorder()
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
@@ -157,6 +166,9 @@ def make_fake_tensorrt(version: str = "10.3.0", *, legacy: bool = True, dla_core
     trt.ILogger = ILogger
     trt.nptype = lambda dtype: dtype.value
     trt.Dims = tuple
+    trt.OnnxParserFlag = types.SimpleNamespace(
+        NATIVE_INSTANCENORM="NATIVE_INSTANCENORM", **{f: f for f in parser_flags}
+    )
 
     if legacy:
 
@@ -235,6 +247,9 @@ def make_fake_tensorrt(version: str = "10.3.0", *, legacy: bool = True, dla_core
 
         def get_error(self, i: int) -> str:
             return "fake parser: not an ONNX file"
+
+        def set_flag(self, flag: str) -> None:
+            rec.parser_flags.append(flag)
 
     class Builder:
         num_DLA_cores = dla_cores

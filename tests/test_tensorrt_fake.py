@@ -184,6 +184,12 @@ def test_dla_needs_a_core_and_low_precision_and_falls_back_to_gpu(model):
     assert trt.recorder.profiles[-1] == ((1, 3, 352, 352),) * 3  # DLA: one fixed shape
     predictor = Predictor(TensorRTRunner(str(built.path), trt=trt, cuda=cuda))
     assert predictor.size == (352, 352) and predictor.max_batch == 1  # images are resized to the one shape
+    assert trt.recorder.parser_flags == []  # 10.3 has no ADJUST_FOR_DLA
+    newer, cuda_newer = fakes("10.16.0", legacy=True, dla_cores=2, parser_flags=("ADJUST_FOR_DLA",))
+    build_engine(EngineOptions(model=model, precision="fp16", force=True), trt=newer, cuda=cuda_newer)
+    assert newer.recorder.parser_flags == []  # a GPU build leaves the parser alone
+    build_engine(EngineOptions(model=model, precision="fp16", dla_core=0, force=True), trt=newer, cuda=cuda_newer)
+    assert newer.recorder.parser_flags == ["ADJUST_FOR_DLA"]
     nano, cuda_nano = fakes("10.3.0", legacy=True, dla_cores=0)
     with pytest.raises(UserError, match="has 0 DLA core"):
         build_engine(EngineOptions(model=model, precision="fp16", dla_core=0, force=True), trt=nano, cuda=cuda_nano)
