@@ -71,7 +71,7 @@ def _check(options: BundleOptions) -> None:
     if options.dla_core is not None and options.max_size is not None:
         raise UserError(
             "--max-size does not apply to a DLA engine: DLA takes one fixed input size (the model's default); "
-            "drop --max-size, or --dla-core for a GPU engine that takes a range of sizes"
+            "drop --max-size, or drop --dla-core for a GPU engine that takes a range of sizes"
         )
     if not options.model.is_file():
         raise UserError(f"model file not found: {options.model}")
