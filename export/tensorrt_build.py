@@ -27,7 +27,14 @@ from runtime.cuda import CudaApi, DeviceBuffer
 from runtime.errors import UserError
 from runtime.files import write_bytes_atomic, write_json_atomic
 from runtime.metadata import ModelMetadata, check_model_output, model_sha256, read_sidecar, sidecar_path
-from runtime.tensorrt_common import ENGINE_FORMAT, TensorRTFeatures, format_shape, import_tensorrt, make_logger
+from runtime.tensorrt_common import (
+    ENGINE_FORMAT,
+    TensorRTFeatures,
+    format_shape,
+    import_tensorrt,
+    make_logger,
+    start_tensorrt,
+)
 
 if TYPE_CHECKING:  # the tensorrt-stubs package: mypy checks our calls against TensorRT's API
     import tensorrt as trt_api
@@ -296,10 +303,7 @@ def build_engine(
     device = cuda.device()
 
     logger = make_logger(trt)
-    try:
-        builder: trt_api.Builder = trt.Builder(logger)
-    except Exception as exc:  # no GPU: "pybind11::init(): factory function returned nullptr"
-        raise UserError(f"TensorRT could not start a builder (is a GPU visible?): {exc}") from exc
+    builder: trt_api.Builder = start_tensorrt(trt.Builder, logger, "a builder")
     network_flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
     network: trt_api.INetworkDefinition = builder.create_network(network_flags)
     parser: trt_api.OnnxParser = trt.OnnxParser(network, logger)

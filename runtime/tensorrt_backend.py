@@ -30,6 +30,7 @@ from runtime.tensorrt_common import (
     import_tensorrt,
     make_logger,
     read_engine_sidecar,
+    start_tensorrt,
 )
 
 if TYPE_CHECKING:  # the tensorrt-stubs package: mypy checks our calls against TensorRT's API
@@ -62,7 +63,7 @@ class TensorRTRunner(Runner):
         self._check_compatible()
 
         self._logger = make_logger(self.trt)
-        self._trt_runtime: trt_api.Runtime = self.trt.Runtime(self._logger)
+        self._trt_runtime: trt_api.Runtime = start_tensorrt(self.trt.Runtime, self._logger, "its runtime")
         self.engine: trt_api.ICudaEngine | None = self._trt_runtime.deserialize_cuda_engine(Path(path).read_bytes())
         if self.engine is None:
             raise UserError(f"TensorRT could not load {path}; {_rebuild_hint(sidecar)}")

@@ -7,8 +7,10 @@ removed the weak-typing flags and the implicit INT8 calibrator that Jetson's Ten
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -108,3 +110,21 @@ def make_logger(trt: ModuleType):
             log.log(level, "TensorRT: %s", msg)
 
     return Logger()
+
+
+def start_tensorrt(factory: Callable, logger, what: str):
+    """`trt.Builder(logger)` or `trt.Runtime(logger)`, refused with TensorRT's own reason when it could
+    not start. Without a usable CUDA, TensorRT 10 raises from the constructor, while the 11.4 runtime
+    returns an object around nothing, logs the error, and crashes the process on its first call or when
+    it is freed (seen with the tensorrt-lean 11.4 wheel on a machine without a GPU). So the log is
+    checked too, and such an object is never freed."""
+    before = len(logger.errors)
+    try:
+        started = factory(logger)
+    except Exception as exc:  # "pybind11::init(): factory function returned nullptr"
+        raise UserError(f"TensorRT could not start {what} (is a GPU visible?): {exc}") from exc
+    if len(logger.errors) > before:
+        for leaked in (started, logger):  # one reference that is never dropped: freeing it would crash
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(leaked))
+        raise UserError(f"TensorRT could not start {what}: {logger.errors[before]}")
+    return started

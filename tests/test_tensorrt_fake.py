@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import types
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,23 @@ def test_dla_needs_a_core_and_low_precision_and_falls_back_to_gpu(model):
     nano, cuda_nano = fakes("10.3.0", legacy=True, dla_cores=0)
     with pytest.raises(UserError, match="has 0 DLA core"):
         build_engine(EngineOptions(model=model, precision="fp16", dla_core=0, force=True), trt=nano, cuda=cuda_nano)
+
+
+def test_a_builder_that_logs_an_error_as_it_starts_is_refused_before_use(model):
+    """TensorRT 11's objects may come back half made, with the reason only in the log (see
+    tests/test_tensorrt_lean.py for the real runtime); nothing is called on them."""
+    trt, cuda = fakes("11.4.1", legacy=False)
+    made = []
+
+    def half_made(logger):
+        logger.log(types.SimpleNamespace(name="ERROR"), "CUDA initialization failure with error: 35")
+        made.append(object())
+        return made[-1]
+
+    trt.Builder = half_made
+    with pytest.raises(UserError, match="could not start a builder: CUDA initialization failure with error: 35"):
+        build_engine(EngineOptions(model=model), trt=trt, cuda=cuda)
+    assert len(made) == 1 and not trt.recorder.network_flags  # create_network was never called
 
 
 def test_parser_errors_and_missing_sidecar_are_reported(model, tmp_path):
