@@ -711,7 +711,12 @@ def _parse_pixels(ctx, param, value: str | None) -> int | None:
 @click.option(
     "--threshold", type=float, default=0.5, show_default=True, help="Probability at which a pixel is in the mask."
 )
-@click.option("--size", callback=_parse_hw, metavar="HxW", help="Network input size [default: the model's, 352].")
+@click.option(
+    "--size",
+    callback=_parse_hw,
+    metavar="HxW",
+    help="Network input size [default: the model's; a fixed-shape engine's own].",
+)
 @click.option(
     "--backend",
     type=click.Choice(("auto", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")),
