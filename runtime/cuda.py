@@ -61,11 +61,14 @@ class CudaApi:
 
     def device(self) -> DeviceInfo:
         """The current GPU; a UserError when CUDA has none (no GPU, or a driver older than libcudart)."""
-        dev = ctypes.c_int()
         try:
-            self._check(self._lib.cudaGetDevice(ctypes.byref(dev)), "cudaGetDevice")
-        except RuntimeError as exc:
+            return self._read_device()
+        except Exception as exc:  # a CUDA error, or a libcudart without these calls
             raise UserError(f"no usable CUDA GPU: {exc}") from exc
+
+    def _read_device(self) -> DeviceInfo:
+        dev = ctypes.c_int()
+        self._check(self._lib.cudaGetDevice(ctypes.byref(dev)), "cudaGetDevice")
         cc = []
         for attr in (_ATTR_CC_MAJOR, _ATTR_CC_MINOR):
             value = ctypes.c_int()

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from msdeploy.output import console, print_table, progress_status
-from runtime.errors import UserError
 
 SHAPES = [(1, 3, 352, 352), (2, 3, 320, 320), (1, 3, 257, 190)]
 LATENCY_SHAPE = (1, 3, 352, 352)
@@ -44,14 +43,7 @@ def _require_gpu_stack():
     from runtime.cuda import CudaApi
     from runtime.tensorrt_common import import_tensorrt
 
-    trt = import_tensorrt()
-    try:
-        device = CudaApi().device()
-    except UserError:
-        raise
-    except Exception as exc:
-        raise UserError(f"no usable CUDA GPU: {exc}") from exc
-    return trt, device
+    return import_tensorrt(), CudaApi().device()  # each refuses with a UserError that says why
 
 
 @dataclass(frozen=True)
