@@ -4,6 +4,7 @@ and the tables that need the PyTorch model (parameters, FLOPs, memory per part).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -62,7 +63,15 @@ def torch_target(case: Case, backbone: str, weights: str | None, threads: int | 
         end.synchronize()
         return start.elapsed_time(end) / 1e3
 
-    return Target(run_cuda, "CUDA events around the forward pass; input already on the GPU, no host copies")
+    return Target(run_cuda, f"CUDA events around the forward pass; input already on the GPU, no host copies; {_tf32()}")
+
+
+def _tf32() -> str:
+    """PyTorch's TF32 switches, which decide what an FP32 row on an Ampere-or-newer GPU computes."""
+    on = {True: "on", False: "off"}
+    return (
+        f"TF32 convolutions {on[torch.backends.cudnn.allow_tf32]}, matmul {on[torch.backends.cuda.matmul.allow_tf32]}"
+    )
 
 
 def _graph_target(net: torch.nn.Module, x: torch.Tensor) -> Target:
@@ -85,7 +94,38 @@ def _graph_target(net: torch.nn.Module, x: torch.Tensor) -> Target:
         end.synchronize()
         return start.elapsed_time(end) / 1e3
 
-    return Target(run, "CUDA events around a CUDA graph replay; input already on the GPU, no host copies")
+    return Target(run, f"CUDA events around a CUDA graph replay; input already on the GPU, no host copies; {_tf32()}")
+
+
+def matmul_gflops(device: str, precision: str, n: int = 8192, seconds: float = 1.0) -> float:
+    """Best rate of n x n matrix products on `device` at `precision` ("fp32" or "fp16"), PyTorch's
+    TF32 setting as it is: the ceiling a GPU row's achieved GFLOP/s is set against."""
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+    gen = torch.Generator(device=device).manual_seed(0)
+    a, b = (torch.randn(n, n, device=device, dtype=dtype, generator=gen) for _ in range(2))
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    reps = 10  # products per timing, so one host-clock reading covers many kernels
+    with torch.inference_mode():
+        a @ b  # warm-up: library load, kernel choice
+        sync()
+        best = float("inf")
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            start = time.perf_counter()
+            for _ in range(reps):
+                a @ b
+            sync()
+            best = min(best, (time.perf_counter() - start) / reps)
+    return 2 * n**3 / best / 1e9
+
+
+def cuda_matmul_rates(precisions: Sequence[str]) -> tuple[dict[str, float], str]:
+    """`matmul_gflops` on the GPU for each precision ("int8" counts as "fp32"), and how it was measured."""
+    if not torch.cuda.is_available():  # e.g. TensorRT rows beside a CPU-only PyTorch
+        return {}, "cuda: not measured (no CUDA GPU visible to PyTorch)"
+    wanted = dict.fromkeys("fp32" if p == "int8" else p for p in precisions)
+    rates = {f"cuda {p}": matmul_gflops("cuda", p) for p in wanted}
+    return rates, f"cuda: PyTorch 8192x8192 products on {torch.cuda.get_device_name()}, {_tf32()}"
 
 
 def model_tables(

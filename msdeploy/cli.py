@@ -873,6 +873,7 @@ def selftest(gpu, fusions, work, output, iters, cuda_graphs) -> None:
     "--output", type=click.Path(file_okay=False), help="Write bench-BACKBONE.md/.csv/.json/.png into this folder."
 )
 @click.option("--detail", is_flag=True, help="Also print every statistic of every measurement.")
+@click.option("--force", is_flag=True, help="Overwrite an existing report in --output.")
 def bench(
     backends,
     precisions,
@@ -890,6 +891,7 @@ def bench(
     tables,
     output,
     detail,
+    force,
 ) -> None:
     """Latency tables across input sizes for every backend and precision that runs here, with the
     speed-up against PyTorch eager from the same interleaved run, plus the guide's integration,
@@ -914,7 +916,7 @@ def bench(
         tables=tables,
         command=invocation(),
     )
-    run_bench_command(options, Path(output) if output else None, detail)
+    run_bench_command(options, Path(output) if output else None, detail, force=force)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from runtime.benchmark import Result
-from runtime.files import write_bytes_atomic, write_json_atomic
+from runtime.files import check_output_path, write_bytes_atomic, write_json_atomic
 
 _CASE = ("backend", "precision", "fusion", "size", "batch")
 _STATS = ("median", "mean", "p90", "p99", "min", "max", "std")  # TimingStats fields, in ms
 _NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?(x|%|M)?( \([\d.]+x\))?$")
+_NO_NUMBER = ("-", "not run", "not measured")  # cells that may stand in a numeric column
 
 
 @dataclass
@@ -36,7 +37,7 @@ class Table:
         return [
             i
             for i in range(len(self.columns))
-            if self.rows and all(_NUMBER.match(row[i]) or row[i] in ("-", "not run") for row in self.rows)
+            if self.rows and all(_NUMBER.match(row[i]) or row[i] in _NO_NUMBER for row in self.rows)
         ]
 
     def markdown(self) -> str:
@@ -65,7 +66,10 @@ class BenchReport:
     table_size: int = 352  # the input side of the integration, memory, complexity and rate tables
     memory: dict[str, dict[str, float]] | None = None  # fusion -> part -> peak MB added
     memory_note: str = ""
-    matmul_gflops: float | None = None  # this machine's measured matmul rate
+    # the ceilings achieved rates are set against: "cpu fp32", "cuda fp16", ... -> GFLOP/s of a large
+    # matrix product on that device and precision, measured in the same run; the note says how
+    matmul_rates: dict[str, float] = field(default_factory=dict)
+    matmul_note: str = ""
     unavailable: dict[str, str] = field(default_factory=dict)  # table -> why it is missing
 
     # ---- tables -------------------------------------------------------------------------
@@ -199,7 +203,8 @@ class BenchReport:
         )
 
     def rate_table(self) -> Table | None:
-        """Achieved GFLOP/s per measured case against this machine's matmul rate."""
+        """Achieved GFLOP/s per measured case against the matmul rate of the device and precision it
+        ran at (INT8 against FP32: no INT8 ceiling is measured, so such a share can pass 100%)."""
         if not self.flops:
             return None
         rows = []
@@ -208,14 +213,28 @@ class BenchReport:
             if r.stats is None or flops is None or r.case.size != self.table_size:
                 continue
             rate = flops * r.case.batch / (r.stats.median_ms / 1e3)
-            share = "-" if not self.matmul_gflops else f"{rate / self.matmul_gflops:.0%}"
-            rows.append([r.case.variant, r.case.fusion, str(r.case.batch), f"{rate:.1f}", share])
-        peak = "not measured" if not self.matmul_gflops else f"{self.matmul_gflops:.1f} GFLOP/s"
+            ceiling = f"{r.case.device} {'fp32' if r.case.precision == 'int8' else r.case.precision}"
+            peak = self.matmul_rates.get(ceiling)
+            rows.append(
+                [
+                    r.case.variant,
+                    r.case.fusion,
+                    str(r.case.batch),
+                    f"{rate:.1f}",
+                    ceiling,
+                    "not measured" if peak is None else f"{peak:.1f}",
+                    "-" if peak is None else f"{rate / peak:.0%}",
+                ]
+            )
+        if not rows:
+            return None
         return Table(
             f"Achieved compute rate ({self.table_size}x{self.table_size})",
-            ["backend", "fusion", "batch", "GFLOP/s", "of matmul rate"],
+            ["backend", "fusion", "batch", "GFLOP/s", "against", "matmul GFLOP/s", "share"],
             rows,
-            f"this machine's float32 matmul rate (numpy, all cores): {peak}",
+            "the model's GFLOPs over its median latency, against the matrix-product rate of the same device "
+            "and precision measured in this run (INT8 rows against FP32, so they can pass 100%): "
+            + (self.matmul_note or "not measured"),
         )
 
     def skipped_table(self) -> Table | None:
@@ -267,20 +286,18 @@ class BenchReport:
     def as_dict(self) -> dict:
         return {**asdict(self), "results": [r.as_dict() for r in self.results]}
 
-    def write(self, folder: str | Path, stem: str | None = None) -> dict[str, Path | str]:
-        """bench-BACKBONE.md, .csv, .json and .png in `folder` (each written atomically); the plot's
-        entry is a reason instead of a path when matplotlib is missing."""
-        folder = Path(folder)
-        stem = stem or f"bench-{self.backbone}"
-        folder.mkdir(parents=True, exist_ok=True)
+    def write(self, folder: str | Path, force: bool = False) -> dict[str, Path | str]:
+        """bench-BACKBONE.md, .csv, .json and .png in `folder` (each written atomically; an existing
+        report is kept unless `force`); the plot's entry is a reason instead of a path when
+        matplotlib is missing."""
+        paths = check_report_paths(folder, self.backbone, force)
         out: dict[str, Path | str] = {}
         for suffix, text in (("md", self.markdown()), ("csv", self.csv())):
-            path = folder / f"{stem}.{suffix}"
-            write_bytes_atomic(path, text.encode())
-            out[suffix] = path
-        write_json_atomic(folder / f"{stem}.json", self.as_dict())
-        out["json"] = folder / f"{stem}.json"
-        out["png"] = self.plot(folder / f"{stem}.png")
+            write_bytes_atomic(paths[suffix], text.encode())
+            out[suffix] = paths[suffix]
+        write_json_atomic(paths["json"], self.as_dict())
+        out["json"] = paths["json"]
+        out["png"] = self.plot(paths["png"])
         return out
 
     def plot(self, path: Path) -> Path | str:
@@ -316,6 +333,14 @@ class BenchReport:
         plt.close(fig)
         write_bytes_atomic(path, buf.getvalue())
         return path
+
+
+def check_report_paths(folder: str | Path, backbone: str, force: bool) -> dict[str, Path]:
+    """The report's files in `folder`, refused before any timing if one exists and not `force`."""
+    return {
+        suffix: check_output_path(Path(folder) / f"bench-{backbone}.{suffix}", force, what="report")
+        for suffix in ("md", "csv", "json", "png")
+    }
 
 
 def _flops_of(flops: dict[str, list[dict]] | None, fusion: str, key: str) -> float | None:

@@ -32,7 +32,6 @@ from runtime.metadata import FUSION_NAMES
 
 TORCH_BACKENDS = ("torch-cpu", "torch-cuda", "torch-cuda-graphs")
 BACKENDS = (*TORCH_BACKENDS, *FILE_BACKENDS)
-GPU_BACKENDS = ("torch-cuda", "torch-cuda-graphs", "onnxruntime-cuda", "tensorrt")
 
 
 @dataclass
@@ -75,7 +74,7 @@ def has_torch() -> bool:
 
 def reference_case(case: Case) -> Case | None:
     """PyTorch eager FP32 on the same device, fusion, size and batch."""
-    eager = "torch-cuda" if case.backend in GPU_BACKENDS else "torch-cpu"
+    eager = "torch-cuda" if case.device == "cuda" else "torch-cpu"
     return Case(eager, "fp32", case.fusion, case.size, case.batch)
 
 
@@ -182,7 +181,18 @@ def _missing_model(case: Case, options: BenchOptions) -> str:
 
 
 def _fill_model_tables(report: BenchReport, options: BenchOptions, files, torch_here: bool, say) -> None:
-    report.matmul_gflops = measure_matmul_gflops()
+    report.matmul_rates["cpu fp32"] = measure_matmul_gflops()
+    notes = ["cpu: numpy 1024x1024 products, all cores"]
+    cuda_precisions = {r.case.precision for r in report.results if r.stats and r.case.device == "cuda"}
+    if cuda_precisions and torch_here:
+        from models.bench_targets import cuda_matmul_rates
+
+        rates, how = cuda_matmul_rates(sorted(cuda_precisions))
+        report.matmul_rates.update(rates)
+        notes.append(how)
+    elif cuda_precisions:
+        notes.append("cuda: not measured (needs PyTorch with CUDA)")
+    report.matmul_note = "; ".join(notes)
     fusions = list(dict.fromkeys(r.case.fusion for r in report.results))
     if not torch_here:
         why = "needs the PyTorch model (PyTorch is not installed here)"

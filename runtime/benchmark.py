@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from runtime.timing import TimingStats, time_interleaved
 
 PRECISIONS = ("fp32", "fp16", "int8")
-EAGER = "torch-cpu"  # the reference every speed-up is measured against (on a GPU: torch-cuda)
+GPU_BACKENDS = ("torch-cuda", "torch-cuda-graphs", "onnxruntime-cuda", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,11 @@ class Case:
     def variant(self) -> str:
         """Backend and precision: one line of the plot, one Inference Time table."""
         return f"{self.backend} {self.precision}"
+
+    @property
+    def device(self) -> str:
+        """Where the case runs: "cuda" or "cpu"."""
+        return "cuda" if self.backend in GPU_BACKENDS else "cpu"
 
 
 @dataclass

@@ -12,10 +12,11 @@ from click.testing import CliRunner
 
 import runtime.bench_run as bench_run
 from msdeploy.cli import main
+from runtime.bench_report import BenchReport
 from runtime.bench_run import BenchOptions, run_bench
-from runtime.benchmark import Case, Settings, Target, run_cases
+from runtime.benchmark import Case, Result, Settings, Target, run_cases
 from runtime.errors import UserError
-from runtime.timing import time_interleaved
+from runtime.timing import TimingStats, time_interleaved
 from tests.conftest import EXPORTED_FUSIONS, SMALL_BACKBONE, copy_model
 
 SIZES = (64, 96)
@@ -89,7 +90,13 @@ def test_bench_command_writes_every_file(models, tmp_path):
     assert set(data["memory"]) == set(EXPORTED_FUSIONS)
     assert all(v > 0 for part in data["memory"].values() for v in part.values())
     totals = {f: next(r["gflops"] for r in rows_ if r["key"] == "total") for f, rows_ in data["flops"].items()}
-    assert all(t > 0 for t in totals.values()) and data["matmul_gflops"] > 0
+    assert all(t > 0 for t in totals.values()) and set(data["matmul_rates"]) == {"cpu fp32"}
+    assert data["matmul_rates"]["cpu fp32"] > 0 and "numpy" in data["matmul_note"]
+
+    before = (out / f"{stem}.md").read_bytes()
+    again = CliRunner().invoke(main, args)  # refused before any timing; the report is kept
+    assert again.exit_code != 0 and "already exists; pass --force" in again.output
+    assert (out / f"{stem}.md").read_bytes() == before
 
 
 def test_runtime_only_mode_times_files_and_lists_what_needs_pytorch(models, monkeypatch):
@@ -115,3 +122,39 @@ def test_bad_options_are_named():
         run_bench(BenchOptions(backends=("tensorrtt",)))
     with pytest.raises(UserError, match="--models .* is not a folder"):
         run_bench(BenchOptions(backends=("onnxruntime-cpu",), models="/no/such/folder", sizes=(64,)))
+
+
+def test_each_rate_is_set_against_the_matmul_rate_of_its_own_device_and_precision():
+    """A GPU row against the CPU's matmul rate would read thousands of percent: each row takes the
+    ceiling of where and how it ran, INT8 that of FP32, and a ceiling nobody measured says so."""
+    runs = {
+        ("torch-cpu", "fp32"): 100.0,
+        ("onnxruntime-cpu", "int8"): 25.0,
+        ("torch-cuda", "fp32"): 4.0,
+        ("torch-cuda", "fp16"): 2.0,
+        ("tensorrt", "int8"): 1.0,
+    }
+    results = [Result(Case(b, p, "absi", 352, 1), TimingStats.from_seconds([ms / 1e3])) for (b, p), ms in runs.items()]
+    results.append(Result(Case("onnxruntime-cuda", "fp32", "absi", 352, 1), skipped="no CUDA provider"))
+    flops = {"absi": [{"key": "total", "part": "Total", "input": "352x352", "gflops": 80.0}]}
+    rates = {"cpu fp32": 200.0, "cuda fp32": 40000.0, "cuda fp16": 400000.0}
+    report = BenchReport("msdeploy bench", "stamp", "pvt_v2_b2", {}, results, flops=flops, matmul_rates=rates)
+    table = report.rate_table()
+    rows = {row[0]: row[3:] for row in table.rows}
+    assert rows == {
+        "torch-cpu fp32": ["800.0", "cpu fp32", "200.0", "400%"],
+        "onnxruntime-cpu int8": ["3200.0", "cpu fp32", "200.0", "1600%"],
+        "torch-cuda fp32": ["20000.0", "cuda fp32", "40000.0", "50%"],
+        "torch-cuda fp16": ["40000.0", "cuda fp16", "400000.0", "10%"],
+        "tensorrt int8": ["80000.0", "cuda fp32", "40000.0", "200%"],
+    }
+    del rates["cuda fp32"]
+    assert {row[0]: row[5:] for row in report.rate_table().rows}["tensorrt int8"] == ["not measured", "-"]
+    nothing_ran = BenchReport("c", "s", "b", {}, [results[-1]], flops=flops, matmul_rates=rates)
+    assert nothing_ran.rate_table() is None  # no empty table
+
+
+def test_torch_matmul_rate_is_measured():
+    from models.bench_targets import matmul_gflops
+
+    assert matmul_gflops("cpu", "fp32", n=128, seconds=0.05) > 0

@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from msdeploy.output import console, err_console, print_table, progress_bar
-from runtime.bench_report import BenchReport
+from runtime.bench_report import BenchReport, check_report_paths
 
 
 def run_bench_command(
-    options, output: Path | None, show_detail: bool = False, latency_only: bool = False
+    options, output: Path | None, show_detail: bool = False, latency_only: bool = False, force: bool = False
 ) -> BenchReport:
     from runtime.bench_run import run_bench
 
+    if output is not None and options.backbone:
+        check_report_paths(output, options.backbone, force)  # before minutes of timing, not after
     with progress_bar("timing", total=1) as update:
 
         def progress(done: int, total: int, label: str) -> None:
@@ -21,7 +23,7 @@ def run_bench_command(
         report = run_bench(options, say=lambda msg: err_console.log(msg), progress=progress)
     show_report(report, show_detail, latency_only)
     if output is not None:
-        written = report.write(output)
+        written = report.write(output, force)
         for kind, where in written.items():
             console.print(f"{kind}: {where}")
     return report
