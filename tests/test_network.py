@@ -61,3 +61,17 @@ def test_backbone_weights_file(tmp_path):
         build_model("pvt_v2_b1", backbone_weights=path)
     with pytest.raises(ValueError, match="not found"):
         build_model("pvt_v2_b0", backbone_weights=tmp_path / "missing.pth")
+
+
+@pytest.mark.parametrize("fusion", ["hierarchical", "absi", "concat", "average"])
+def test_half_precision_forward_keeps_one_dtype(fusion):
+    """The FP16 rows of `msdeploy bench` run `net.half()` on a GPU; no tensor made inside the
+    forward pass may fall back to float32 (checked on the CPU, which has FP16 kernels)."""
+    torch.manual_seed(0)
+    net = build_model("pvt_v2_b0", fusion).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        full = net(x)
+        half = net.half()(x.half())
+    assert half.dtype == torch.float16 and half.shape == full.shape
+    assert torch.allclose(half.float(), full, atol=2e-2)
