@@ -101,14 +101,13 @@ class BenchReport:
                 [f"{s}x{s}" + (f" b{b}" if b != 1 else ""), *(self._cell(cell.get((s, b, f))) for f in fusions)]
                 for s, b in shapes
             ]
-            tables.append(
-                Table(
-                    f"Inference Time: {variant}",
-                    ["input", *fusions],
-                    rows,
-                    "median ms per batch (speed-up against PyTorch eager on the same device, same run)",
-                )
+            compared = any(r.speedup is not None for r in rows_of)
+            note = "median ms per batch " + (
+                "(speed-up against PyTorch eager on the same device, same run)"
+                if compared
+                else "(no PyTorch eager row in this run to compare with)"
             )
+            tables.append(Table(f"Inference Time: {variant}", ["input", *fusions], rows, note))
         return tables
 
     def detail_table(self) -> Table:

@@ -196,7 +196,8 @@ def _fill_model_tables(report: BenchReport, options: BenchOptions, files, torch_
     fusions = list(dict.fromkeys(r.case.fusion for r in report.results))
     if not torch_here:
         why = "needs the PyTorch model (PyTorch is not installed here)"
-        report.unavailable.update({"Parameter Count": why, "Computational Complexity": why, "Memory Usage": why})
+        missing = ("Parameter Count", "Computational Complexity", "Achieved compute rate", "Memory Usage per part")
+        report.unavailable.update(dict.fromkeys(missing, why))
         _file_memory(report, options, files, fusions)
         return
     from models.bench_targets import model_tables

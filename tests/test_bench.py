@@ -85,7 +85,7 @@ def test_bench_command_writes_every_file(models, tmp_path):
                   "Computational Complexity", "Achieved compute rate", "Not run here", "All measurements"):  # fmt: skip
         assert title in md, title
     assert "- command: `msdeploy bench --backbone pvt_v2_b0" in md and "- machine:" in md
-    assert "| 96x96 |" in md
+    assert "| 96x96 |" in md and "(speed-up against PyTorch eager on the same device, same run)" in md
     data = json.loads((out / f"{stem}.json").read_text())
     assert set(data["memory"]) == set(EXPORTED_FUSIONS)
     assert all(v > 0 for part in data["memory"].values() for v in part.values())
@@ -108,10 +108,16 @@ def test_runtime_only_mode_times_files_and_lists_what_needs_pytorch(models, monk
     by = {(r.case.backend, r.case.fusion): r for r in report.results}
     assert all(by[("onnxruntime-cpu", f)].stats for f in EXPORTED_FUSIONS)
     assert all("PyTorch is not installed" in by[("torch-cpu", f)].skipped for f in EXPORTED_FUSIONS)
-    assert set(report.unavailable) == {"Parameter Count", "Computational Complexity", "Memory Usage"}
+    assert set(report.unavailable) == {
+        "Parameter Count",
+        "Computational Complexity",
+        "Achieved compute rate",
+        "Memory Usage per part",
+    }
     assert set(report.memory) == set(EXPORTED_FUSIONS)  # from the ONNX models, in a child process
     titles = [t.title for t in report.tables()]
     assert "Parameter Count" not in titles and "Not run here" in titles
+    assert "no PyTorch eager row in this run" in report.inference_time_tables()[0].note
 
     with pytest.raises(UserError, match="PyTorch is not installed to export them: pass --models"):
         run_bench(BenchOptions(backends=("onnxruntime-cpu",), sizes=(64,)), say=lambda m: None)

@@ -14,6 +14,7 @@ from PIL import Image
 
 from calibration.synthetic import make_sample
 from export.project_wheel import build_project_wheel
+from tests.conftest import SMALL_BACKBONE, copy_model
 
 NO_HEAVY_PACKAGES = (
     "import importlib.util, sys\n"
@@ -63,6 +64,32 @@ def test_runtime_only_venv_runs_inference(exported, tmp_path):
     assert [r["input"] for r in summary["results"]] == [str(photos / "a.jpg")]
     assert [f for f, _ in summary["failed"]] == [str(photos / "broken.jpg")]
     assert (out / "a_mask.png").is_file() and (out / "a_overlay.png").is_file()
+
+    # the benchmark on a board: times the exported files, lists what needs PyTorch with the reason
+    models = tmp_path / "models"
+    models.mkdir()
+    for path in exported.values():
+        copy_model(path, models / path.name)
+    results = tmp_path / "results"
+    bench_args = ["bench", "--models", str(models), "--backbone", SMALL_BACKBONE, "--sizes", "64",
+                  "--backends", "torch-cpu,onnxruntime-cpu,tensorrt", "--warmup", "0", "--iters", "2",
+                  "--output", str(results)]  # fmt: skip
+    bench = subprocess.run([venv / "bin" / "msdeploy", *bench_args], capture_output=True, text=True)
+    assert bench.returncode == 0, bench.stdout + bench.stderr
+    report = json.loads((results / f"bench-{SMALL_BACKBONE}.json").read_text())
+    ran = {(r["case"]["backend"], r["case"]["fusion"]): r for r in report["results"]}
+    for fusion in exported:
+        assert ran[("onnxruntime-cpu", fusion)]["stats"]["median_ms"] > 0
+        assert "PyTorch is not installed" in ran[("torch-cpu", fusion)]["skipped"]
+        assert ran[("tensorrt", fusion)]["skipped"].startswith("TensorRT cannot run here")
+    assert set(report["unavailable"]) == {
+        "Parameter Count",
+        "Computational Complexity",
+        "Achieved compute rate",
+        "Memory Usage per part",
+    }
+    assert set(report["memory"]) == set(exported)  # whole-network peak, from the ONNX models
+    assert (results / f"bench-{SMALL_BACKBONE}.png").read_bytes()[:4] == b"\x89PNG"
 
     # a desktop-only command names the extra it needs instead of a traceback
     export = subprocess.run([venv / "bin" / "msdeploy", "export", "onnx"], capture_output=True, text=True)
