@@ -138,6 +138,8 @@ def run_bench(
     )
     if options.tables:
         _fill_model_tables(report, options, files, torch_here, say)
+    else:
+        report.memory_note = "not measured (--no-tables)"
     return report
 
 

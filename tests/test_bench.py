@@ -164,3 +164,13 @@ def test_torch_matmul_rate_is_measured():
     from models.bench_targets import matmul_gflops
 
     assert matmul_gflops("cpu", "fp32", n=128, seconds=0.05) > 0
+
+
+def test_without_tables_the_integration_table_says_why_memory_is_missing(models):
+    options = BenchOptions(
+        backends=("onnxruntime-cpu",), sizes=(64,), backbone=None, models=models, warmup=0, iterations=1, tables=False
+    )
+    report = run_bench(options, say=lambda m: None)
+    assert report.params is None and report.flops is None and not report.matmul_rates
+    assert report.integration_table().note == "peak memory: not measured (--no-tables)"
+    assert [r[-3:] for r in report.integration_table().rows] == [["-", "-", "-"]] * len(EXPORTED_FUSIONS)
