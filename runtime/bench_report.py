@@ -22,6 +22,7 @@ from runtime.files import check_output_path, write_bytes_atomic, write_json_atom
 _CASE = ("backend", "precision", "fusion", "size", "batch")
 _STATS = ("median", "mean", "p90", "p99", "min", "max", "std")  # TimingStats fields, in ms
 _NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?(x|%|M)?( \([\d.]+x\))?$")
+_PROVENANCE = ("date", "machine", "versions", "command")
 _NO_NUMBER = ("-", "not run", "not measured")  # cells that may stand in a numeric column
 
 
@@ -71,6 +72,7 @@ class BenchReport:
     matmul_rates: dict[str, float] = field(default_factory=dict)
     matmul_note: str = ""
     unavailable: dict[str, str] = field(default_factory=dict)  # table -> why it is missing
+    provenance: dict[str, str] = field(default_factory=dict)  # runtime.environment.provenance: the stamp's fields
 
     # ---- tables -------------------------------------------------------------------------
     def fusions(self) -> list[str]:
@@ -273,13 +275,19 @@ class BenchReport:
         buf = io.StringIO()
         writer = csv.writer(buf)
         stat_cols = [f"{k}_ms" for k in _STATS]
-        writer.writerow([*_CASE, "iterations", *stat_cols, "images_per_s", "speedup_vs_eager", "timing", "skipped"])
+        # every row carries its provenance, so CSVs from several machines can be concatenated
+        made = [self.provenance.get(k, "") for k in _PROVENANCE]
+        writer.writerow(
+            [*_CASE, "iterations", *stat_cols, "images_per_s", "speedup_vs_eager", "timing", "skipped", *_PROVENANCE]
+        )
         for r in self.results:
             c, st = r.case, r.stats
             stats = [st.iterations, *(round(getattr(st, f"{k}_ms"), 3) for k in _STATS)] if st else [""] * 8
             tp = "" if r.throughput is None else round(r.throughput, 3)
             sp = "" if r.speedup is None else round(r.speedup, 3)
-            writer.writerow([c.backend, c.precision, c.fusion, c.size, c.batch, *stats, tp, sp, r.timing, r.skipped])
+            writer.writerow(
+                [c.backend, c.precision, c.fusion, c.size, c.batch, *stats, tp, sp, r.timing, r.skipped, *made]
+            )
         return buf.getvalue()
 
     def as_dict(self) -> dict:
@@ -325,8 +333,9 @@ class BenchReport:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
-        fig.text(0.01, 0.01, self.stamp.splitlines()[3][2:][:150], fontsize=6, alpha=0.7)  # the date line
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        lines = _stamp_lines(self.provenance, width=170)
+        fig.text(0.01, 0.01, "\n".join(lines), fontsize=6, alpha=0.7, va="bottom")
+        fig.tight_layout(rect=(0, 0.025 * (len(lines) + 1), 1, 1))
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
         plt.close(fig)
@@ -340,6 +349,14 @@ def check_report_paths(folder: str | Path, backbone: str, force: bool) -> dict[s
         suffix: check_output_path(Path(folder) / f"bench-{backbone}.{suffix}", force, what="report")
         for suffix in ("md", "csv", "json", "png")
     }
+
+
+def _stamp_lines(made: dict[str, str], width: int) -> list[str]:
+    """The stamp as short lines for the foot of a picture."""
+    import textwrap
+
+    text = [f"{k}: {made[k]}" for k in ("command", "date", "machine", "versions") if made.get(k)]
+    return [line for t in text for line in textwrap.wrap(t, width)]
 
 
 def _flops_of(flops: dict[str, list[dict]] | None, fusion: str, key: str) -> float | None:

@@ -26,7 +26,7 @@ from runtime.bench_targets import (
     pick_model,
 )
 from runtime.benchmark import PRECISIONS, Case, Settings, run_cases
-from runtime.environment import stamp
+from runtime.environment import provenance, stamp
 from runtime.errors import UserError
 from runtime.metadata import FUSION_NAMES
 
@@ -128,9 +128,11 @@ def run_bench(
     table_size = options.table_size or (352 if 352 in options.sizes else max(options.sizes))
     settings = Settings(options.warmup, options.iterations, options.min_time, options.threads)
     results = run_cases(cases, make_target, skipped, settings, progress, reference_case)
+    made = provenance(options.command)
     report = BenchReport(
         command=options.command,
-        stamp=stamp(options.command),
+        stamp=stamp(options.command, fields=made),
+        provenance=made,
         backbone=_backbone(options, files),
         settings=asdict(settings),
         results=results,

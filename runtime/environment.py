@@ -133,21 +133,30 @@ def collect_environment() -> Environment:
     )
 
 
-def stamp(command: str, env: Environment | None = None) -> str:
-    """The Markdown header of every generated result: how, when, where and with what it was made."""
+def provenance(command: str, env: Environment | None = None) -> dict[str, str]:
+    """How, when, where and with what a result was made: command, date, machine, versions."""
     import datetime
 
     env = env or collect_environment()
-    versions = ", ".join(f"{k} {v}" for k, v in env.packages.items() if v)
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return {
+        "command": command,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{env.cpu}, {env.cpu_count} cores, GPUs: {', '.join(env.gpus) or 'none'}; "
+        f"Python {env.python}, {env.platform}",
+        "versions": ", ".join(f"{k} {v}" for k, v in env.packages.items() if v),
+    }
+
+
+def stamp(command: str, env: Environment | None = None, fields: dict[str, str] | None = None) -> str:
+    """The Markdown header of every generated result (`fields`: a `provenance` already taken)."""
+    f = fields or provenance(command, env)
     return "\n".join(
         [
             "Generated file; do not edit by hand.",
             "",
-            f"- command: `{command}`",
-            f"- date: {now}",
-            f"- machine: {env.cpu}, {env.cpu_count} cores, GPUs: {', '.join(env.gpus) or 'none'}; "
-            f"Python {env.python}, {env.platform}",
-            f"- versions: {versions}",
+            f"- command: `{f['command']}`",
+            f"- date: {f['date']}",
+            f"- machine: {f['machine']}",
+            f"- versions: {f['versions']}",
         ]
     )

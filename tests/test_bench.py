@@ -73,7 +73,9 @@ def test_bench_command_writes_every_file(models, tmp_path):
     rows = list(csv.DictReader((out / f"{stem}.csv").open()))
     assert len(rows) == 3 * len(EXPORTED_FUSIONS) * len(SIZES)  # backends x fusions x sizes
     assert {"median_ms", "p90_ms", "p99_ms", "std_ms", "images_per_s", "speedup_vs_eager"} <= set(rows[0])
-    for row in rows:
+    for row in rows:  # each row stamped, so CSVs of several machines can be concatenated
+        assert row["command"].startswith("msdeploy bench --backbone pvt_v2_b0") and "cores" in row["machine"]
+        assert row["date"].endswith("UTC") and "numpy" in row["versions"]
         if row["backend"] == "tensorrt":  # missing here: reported with the reason, not dropped
             assert row["skipped"].startswith("TensorRT cannot run here") and row["median_ms"] == ""
         else:
