@@ -839,8 +839,8 @@ def selftest(gpu, fusions, work, output, iters, cuda_graphs) -> None:
     "--backends",
     default="torch-cpu,onnxruntime-cpu",
     show_default=True,
-    help="Comma-separated: torch-cpu, torch-cuda, torch-cuda-graphs, onnxruntime-cpu, onnxruntime-cuda, tensorrt. "
-    "What cannot run here is listed with the reason.",
+    help="Comma-separated: torch-cpu, torch-cuda, torch-cuda-graphs, onnxruntime-cpu, onnxruntime-cuda, tensorrt; "
+    "torch and onnxruntime stand for all of theirs. What cannot run here is listed with the reason.",
 )
 @click.option("--precision", "precisions", default="fp32", show_default=True, help="Comma-separated: fp32, fp16, int8.")
 @click.option(

@@ -32,6 +32,13 @@ from runtime.metadata import FUSION_NAMES
 
 TORCH_BACKENDS = ("torch-cpu", "torch-cuda", "torch-cuda-graphs")
 BACKENDS = (*TORCH_BACKENDS, *FILE_BACKENDS)
+# a family name asks for all its backends; those that cannot run here are listed with the reason
+FAMILIES = {"torch": TORCH_BACKENDS, "onnxruntime": tuple(b for b in FILE_BACKENDS if b.startswith("onnxruntime"))}
+
+
+def expand_backends(names: Sequence[str]) -> list[str]:
+    """`torch` and `onnxruntime` stand for every backend of that family; order kept, repeats dropped."""
+    return list(dict.fromkeys(b for name in names for b in FAMILIES.get(name, (name,))))
 
 
 @dataclass
@@ -55,7 +62,7 @@ class BenchOptions:
 
     def validate(self) -> None:
         for name, given, allowed in (
-            ("--backends", self.backends, BACKENDS),
+            ("--backends", expand_backends(self.backends), (*BACKENDS, *FAMILIES)),
             ("--precision", self.precisions, PRECISIONS),
             ("--fusion", self.fusions, FUSION_NAMES),
         ):
@@ -87,7 +94,7 @@ def run_bench(
     torch_here = has_torch()
     cases = [
         Case(b, p, f, s, n)
-        for b in options.backends
+        for b in expand_backends(options.backends)
         for p in options.precisions
         for f in options.fusions
         for s in options.sizes

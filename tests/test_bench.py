@@ -126,7 +126,7 @@ def test_runtime_only_mode_times_files_and_lists_what_needs_pytorch(models, monk
 
 
 def test_bad_options_are_named():
-    with pytest.raises(UserError, match="--backends: tensorrtt is not one of"):
+    with pytest.raises(UserError, match="--backends: tensorrtt is not one of .*, torch, onnxruntime"):
         run_bench(BenchOptions(backends=("tensorrtt",)))
     with pytest.raises(UserError, match="--models .* is not a folder"):
         run_bench(BenchOptions(backends=("onnxruntime-cpu",), models="/no/such/folder", sizes=(64,)))
@@ -176,3 +176,14 @@ def test_without_tables_the_integration_table_says_why_memory_is_missing(models)
     assert report.params is None and report.flops is None and not report.matmul_rates
     assert report.integration_table().note == "peak memory: not measured (--no-tables)"
     assert [r[-3:] for r in report.integration_table().rows] == [["-", "-", "-"]] * len(EXPORTED_FUSIONS)
+
+
+def test_a_family_name_stands_for_all_its_backends():
+    assert bench_run.expand_backends(["torch", "onnxruntime", "tensorrt", "torch-cpu"]) == [
+        "torch-cpu",
+        "torch-cuda",
+        "torch-cuda-graphs",
+        "onnxruntime-cpu",
+        "onnxruntime-cuda",
+        "tensorrt",
+    ]
