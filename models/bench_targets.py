@@ -4,7 +4,6 @@ and the tables that need the PyTorch model (parameters, FLOPs, memory per part).
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -15,6 +14,7 @@ from models import DEFAULT_SCALES, build_model
 from models.complexity import flop_table
 from runtime.benchmark import Case, Target
 from runtime.errors import UserError
+from runtime.timing import time_interleaved
 
 
 def torch_unavailable(case: Case) -> str | None:
@@ -105,27 +105,23 @@ def matmul_gflops(device: str, precision: str, n: int = 8192, seconds: float = 1
     a, b = (torch.randn(n, n, device=device, dtype=dtype, generator=gen) for _ in range(2))
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     reps = 10  # products per timing, so one host-clock reading covers many kernels
-    with torch.inference_mode():
-        a @ b  # warm-up: library load, kernel choice
+
+    def products() -> None:
+        for _ in range(reps):
+            a @ b
         sync()
-        best = float("inf")
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            start = time.perf_counter()
-            for _ in range(reps):
-                a @ b
-            sync()
-            best = min(best, (time.perf_counter() - start) / reps)
-    return 2 * n**3 / best / 1e9
+
+    with torch.inference_mode():  # one warm-up call (library load, kernel choice), then `seconds` of calls
+        stats = time_interleaved({"matmul": products}, warmup=1, iterations=1, min_time=seconds)["matmul"]
+    return 2 * n**3 / (stats.min_ms / 1e3 / reps) / 1e9
 
 
-def cuda_matmul_rates(precisions: Sequence[str]) -> tuple[dict[str, float], str]:
-    """`matmul_gflops` on the GPU for each precision ("int8" counts as "fp32"), and how it was measured."""
+def cuda_matmul_rates(precisions: Sequence[str], n: int = 8192) -> tuple[dict[str, float], str]:
+    """`matmul_gflops` on the GPU for each precision (a `Case.matmul_precision`), and how it was measured."""
     if not torch.cuda.is_available():  # e.g. TensorRT rows beside a CPU-only PyTorch
         return {}, "cuda: not measured (no CUDA GPU visible to PyTorch)"
-    wanted = dict.fromkeys("fp32" if p == "int8" else p for p in precisions)
-    rates = {f"cuda {p}": matmul_gflops("cuda", p) for p in wanted}
-    return rates, f"cuda: PyTorch 8192x8192 products on {torch.cuda.get_device_name()}, {_tf32()}"
+    rates = {f"cuda {p}": matmul_gflops("cuda", p, n) for p in precisions}
+    return rates, f"cuda: PyTorch {n}x{n} products on {torch.cuda.get_device_name()}, {_tf32()}"
 
 
 def model_tables(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from runtime.benchmark import Result
 from runtime.files import check_output_path, write_bytes_atomic, write_json_atomic
+from runtime.timing import time_interleaved
 
 _CASE = ("backend", "precision", "fusion", "size", "batch")
 _STATS = ("median", "mean", "p90", "p99", "min", "max", "std")  # TimingStats fields, in ms
@@ -214,7 +214,7 @@ class BenchReport:
             if r.stats is None or flops is None or r.case.size != self.table_size:
                 continue
             rate = flops * r.case.batch / (r.stats.median_ms / 1e3)
-            ceiling = f"{r.case.device} {'fp32' if r.case.precision == 'int8' else r.case.precision}"
+            ceiling = f"{r.case.device} {r.case.matmul_precision}"
             peak = self.matmul_rates.get(ceiling)
             rows.append(
                 [
@@ -355,7 +355,7 @@ def _stamp_lines(made: dict[str, str], width: int) -> list[str]:
     """The stamp as short lines for the foot of a picture."""
     import textwrap
 
-    text = [f"{k}: {made[k]}" for k in ("command", "date", "machine", "versions") if made.get(k)]
+    text = [f"{k}: {v}" for k, v in made.items() if v]
     return [line for t in text for line in textwrap.wrap(t, width)]
 
 
@@ -386,11 +386,6 @@ def measure_matmul_gflops(n: int = 1024, seconds: float = 1.0) -> float:
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
-    a @ b  # warm-up (thread pool start)
-    best = float("inf")
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+    # one warm-up product (thread pool start), then products until `seconds` have passed
+    stats = time_interleaved({"matmul": lambda: a @ b}, warmup=1, iterations=1, min_time=seconds)["matmul"]
+    return 2 * n**3 / (stats.min_ms / 1e3) / 1e9

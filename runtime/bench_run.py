@@ -194,7 +194,7 @@ def _missing_model(case: Case, options: BenchOptions) -> str:
 def _fill_model_tables(report: BenchReport, options: BenchOptions, files, torch_here: bool, say) -> None:
     report.matmul_rates["cpu fp32"] = measure_matmul_gflops()
     notes = ["cpu: numpy 1024x1024 products, all cores"]
-    cuda_precisions = {r.case.precision for r in report.results if r.stats and r.case.device == "cuda"}
+    cuda_precisions = {r.case.matmul_precision for r in report.results if r.stats and r.case.device == "cuda"}
     if cuda_precisions and torch_here:
         from models.bench_targets import cuda_matmul_rates
 

@@ -40,6 +40,12 @@ class Case:
         """Where the case runs: "cuda" or "cpu"."""
         return "cuda" if self.backend in GPU_BACKENDS else "cpu"
 
+    @property
+    def matmul_precision(self) -> str:
+        """The precision of the matmul rate the case's achieved rate is set against: its own, but
+        FP32 for INT8 (no INT8 ceiling is measured)."""
+        return "fp32" if self.precision == "int8" else self.precision
+
 
 @dataclass
 class Target:
