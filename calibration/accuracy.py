@@ -203,27 +203,44 @@ def quantization_sensitivity(
     from onnx import numpy_helper
 
     q_model = onnx.load(str(int8_model))
+    float_model = onnx.load(str(fp32_model))
+    float_tensors = {o for n in float_model.graph.node for o in n.output} | {i.name for i in float_model.graph.input}
     inits = {i.name: numpy_helper.to_array(i) for i in q_model.graph.initializer}
     quant = {}  # fp32 tensor name -> (scale, zero point, reading nodes)
     q_out_to_src = {}
+    # an FP16 graph renames the outputs of the nodes it keeps in FP32 and puts Casts between: find a
+    # tensor's producer above the Casts, and take that node's output in the FP32 model
+    producer = {out: (n, i) for n in q_model.graph.node for i, out in enumerate(n.output)}
+    float_outputs = {n.name: list(n.output) for n in float_model.graph.node}
+
+    def float_name(name: str) -> str:
+        while name not in float_tensors and name in producer:
+            node, index = producer[name]
+            if node.op_type != "Cast":
+                return float_outputs.get(node.name, [name] * (index + 1))[index]
+            name = node.input[0]
+        return name
     for node in q_model.graph.node:
         if node.op_type == "QuantizeLinear" and node.input[0] not in inits and node.input[1] in inits:
             zp = inits[node.input[2]] if len(node.input) > 2 and node.input[2] in inits else np.zeros((), np.uint8)
-            quant[node.input[0]] = (inits[node.input[1]], zp, [])
-            q_out_to_src[node.output[0]] = node.input[0]
+            source = float_name(node.input[0])
+            quant[source] = (inits[node.input[1]], zp, [])
+            q_out_to_src[node.output[0]] = source
     dq_to_src = {
         n.output[0]: q_out_to_src[n.input[0]]
         for n in q_model.graph.node
         if n.op_type == "DequantizeLinear" and n.input[0] in q_out_to_src
     }
+    # an FP16 graph (the TensorRT layout) reads each dequantized tensor through a Cast
+    casts = [n for n in q_model.graph.node if n.op_type == "Cast" and n.input[0] in dq_to_src]
+    dq_to_src.update({n.output[0]: dq_to_src[n.input[0]] for n in casts})
     for node in q_model.graph.node:
         for name in node.input:
-            if name in dq_to_src and node.op_type != "QuantizeLinear":
+            if name in dq_to_src and node.op_type not in ("QuantizeLinear", "Cast"):
                 quant[dq_to_src[name]][2].append(f"{node.op_type} {node.name}")
     if not quant:
         raise UserError(f"{int8_model} holds no quantized activations")
 
-    float_model = onnx.load(str(fp32_model))
     known = {o.name for o in float_model.graph.output}
     wanted = [name for name in quant if name not in known]
     float_model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in wanted)

@@ -4,7 +4,12 @@ One calibration (tensor ranges from real images, cached) serves two layouts:
 
 - `tensorrt` (default): what TensorRT's explicit quantization wants. Symmetric INT8 activations and
   weights (every zero-point 0), per-channel weight scales, Q/DQ only on the inputs of Conv, MatMul
-  and Gemm (where TensorRT fuses them), biases left in FP32, no quantized graph outputs.
+  and Gemm (where TensorRT fuses them), biases left in FP32, no quantized graph outputs. The layers
+  left unquantized run in FP16 (the FP16 conversion's rules: normalisations, softmax and the like
+  stay FP32): a strongly typed builder runs every float layer in the type the graph gives it, so
+  float islands left FP32 ran in FP32, kept attention out of the builder's fused FP16 kernels and
+  took as much activation memory as the FP32 engine (seen with the real TensorRT-RTX builder:
+  docs/tensorrt.md). This is what TensorRT 10's weakly typed INT8 + FP16 build did.
 - `cpu`: what ONNX Runtime's CPU kernels run fastest (u8 x s8 integer GEMMs with VNNI): asymmetric
   UINT8 activations, per-channel INT8 weights, INT32 biases, Conv outputs quantized (so DQ-Conv-Q
   fuses into QLinearConv and chains of convolutions stay in INT8); attention MatMuls stay float, as
@@ -31,6 +36,7 @@ log = logging.getLogger("msdeploy")
 
 METHODS = ("entropy", "max", "percentile")
 TARGETS = ("tensorrt", "cpu")
+FLOAT_PRECISIONS = ("fp16", "fp32")  # what the unquantized layers of an INT8 graph run in
 TENSORRT_OPS = ("Conv", "MatMul", "Gemm")
 # CPU: the same op types; the layout differs in activations, biases and which outputs are quantized
 # (LAYOUTS). The element-wise ops between them stay FP32: the Softmax's QLinear kernel ran 6x slower
@@ -46,6 +52,7 @@ class TargetLayout:
     unquantized_outputs: tuple[str, ...]  # op types whose outputs stay FP32
     quantize_bias: bool
     quantize_attention: bool  # MatMuls of two activations (Q.K^T, attention.V)
+    float_precision: str = "fp32"  # what the unquantized layers run in: "fp16" or "fp32"
 
     @property
     def dq_only_into_quantized_ops(self) -> bool:
@@ -58,7 +65,12 @@ LAYOUTS = {
     # (benchmarks/bench_accuracy.py: below the 0.98 mask IoU bound in the CPU layout), for a few
     # percent of CPU speed; TensorRT runs attention in its own fused FP16 kernels anyway.
     "tensorrt": TargetLayout(
-        TENSORRT_OPS, "int8", unquantized_outputs=TENSORRT_OPS, quantize_bias=False, quantize_attention=False
+        TENSORRT_OPS,
+        "int8",
+        unquantized_outputs=TENSORRT_OPS,
+        quantize_bias=False,
+        quantize_attention=False,
+        float_precision="fp16",
     ),
     # Conv outputs quantized: ONNX Runtime fuses DQ-Conv-Q into QLinearConv only then. MatMul outputs
     # FP32: DQ-MatMul becomes MatMulIntegerToFloat, whose float result the reshapes, the float
@@ -216,9 +228,10 @@ def quantize_model(
     exclude: Sequence[str] = (),
     method: str = "entropy",
     quantize_attention: bool | None = None,
+    float_precision: str | None = None,
 ):
     """The Q/DQ model (onnx.ModelProto) for `target` from calibrated `ranges`. `quantize_attention`
-    None: the target's default (see LAYOUTS)."""
+    and `float_precision` None: the target's default (see LAYOUTS)."""
     import onnx
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.calibrate import TensorData, TensorsData
@@ -227,6 +240,8 @@ def quantize_model(
 
     if target not in LAYOUTS:
         raise UserError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    if float_precision not in (None, *FLOAT_PRECISIONS):
+        raise UserError(f"unknown float precision {float_precision!r}; choose one of {', '.join(FLOAT_PRECISIONS)}")
     layout = LAYOUTS[target]
     model = load_model_with_shape_infer(Path(model_path))
     excluded = select_excluded((n.name for n in model.graph.node), exclude)
@@ -264,6 +279,10 @@ def quantize_model(
     out = quantizer.model.model
     if layout.dq_only_into_quantized_ops:
         _only_quantized_ops_read_dq(out, layout.op_types)
+    if (float_precision or layout.float_precision) == "fp16":
+        from export.precision import fp16_graph
+
+        out = fp16_graph(out, keep_fp32=("QuantizeLinear", "DequantizeLinear"))
     onnx.checker.check_model(out)
     return out
 
@@ -321,8 +340,11 @@ def tensorrt_qdq_problems(model) -> list[str]:
             if node.output[0] in outputs:
                 problems.append(f"{node.name}: a quantized graph output")
             for user in consumers.get(node.output[0], []):
-                if user.op_type not in TENSORRT_OPS:
-                    problems.append(f"{node.name}: feeds {user.op_type} {user.name}, not Conv/MatMul/Gemm")
+                # in an FP16 graph the FP32 DQ output reaches the op through a Cast, which TensorRT folds
+                readers = consumers.get(user.output[0], []) if user.op_type == "Cast" else [user]
+                for reader in readers:
+                    if reader.op_type not in TENSORRT_OPS:
+                        problems.append(f"{node.name}: feeds {reader.op_type} {reader.name}, not Conv/MatMul/Gemm")
             if node.input[0] in inits and node.input[0] not in {p for p in producers}:
                 scale = numpy_helper.to_array(inits[node.input[1]])
                 weight = numpy_helper.to_array(inits[node.input[0]])
@@ -331,11 +353,20 @@ def tensorrt_qdq_problems(model) -> list[str]:
     return problems
 
 
+def dequantized_tensors(model) -> set[str]:
+    """Tensors a DequantizeLinear gives, also through the Cast an FP16 graph puts after it."""
+    dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    casts = {n.output[0] for n in model.graph.node if n.op_type == "Cast" and n.input[0] in dq_outputs}
+    return dq_outputs | casts
+
+
 def quantized_node_count(model) -> dict[str, int]:
     """Quantized compute nodes by type: those with a DequantizeLinear feeding an input."""
-    dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    dequantized = dequantized_tensors(model)
     counts: dict[str, int] = {}
     for node in model.graph.node:
-        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in dq_outputs for i in node.input):
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear", "Cast"):
+            continue
+        if any(i in dequantized for i in node.input):
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts

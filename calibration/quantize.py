@@ -46,6 +46,7 @@ class Int8Options:
     size: tuple[int, int] | None = None  # default: the model's default size
     exclude: tuple[str, ...] = ()
     quantize_attention: bool | None = None  # None: the target's default (float attention in both)
+    float_precision: str | None = None  # the unquantized layers: None, the target's default (LAYOUTS)
     output: Path | None = None
     calib_cache: Path | None = None
     recalibrate: bool = False
@@ -113,7 +114,13 @@ def quantize_int8(
 
     say(f"writing Q/DQ nodes for target {options.target}")
     model = quantize_model(
-        model_path, ranges, options.target, options.exclude, options.method, options.quantize_attention
+        model_path,
+        ranges,
+        options.target,
+        options.exclude,
+        options.method,
+        options.quantize_attention,
+        options.float_precision,
     )
     if options.target == "tensorrt":
         problems = tensorrt_qdq_problems(model)
@@ -149,6 +156,7 @@ def quantize_int8(
                 "method": options.method,
                 "exclude": list(options.exclude),
                 "quantize_attention": options.quantize_attention,
+                "float_precision": options.float_precision or LAYOUTS[options.target].float_precision,
                 "calibration": key.as_dict(),
                 "cache": cache.name,
                 "layout": dataclasses.asdict(LAYOUTS[options.target]),

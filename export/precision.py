@@ -92,6 +92,20 @@ def _detach_consumed_outputs(model) -> None:
     model.graph.node.extend(nodes)
 
 
+def fp16_graph(model, keep_fp32: tuple[str, ...] = ()):
+    """The graph with FP16 arithmetic: inputs and outputs stay FP32, FP32_OPS (and `keep_fp32`, e.g.
+    the Q/DQ nodes of an INT8 graph) stay FP32 behind Cast nodes. Also the float parts of the
+    TensorRT INT8 layout (calibration.int8), so both precisions share one conversion."""
+    from onnxconverter_common import float16
+
+    _detach_consumed_outputs(model)
+    return float16.convert_float_to_float16(
+        model,
+        keep_io_types=True,
+        op_block_list=sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(FP32_OPS) | set(keep_fp32)),
+    )
+
+
 def convert_fp16(
     model_path: str | Path,
     output: str | Path | None = None,
@@ -102,7 +116,6 @@ def convert_fp16(
 ) -> PrecisionResult:
     """FP32 ONNX (ours) -> FP16 ONNX with FP32 inputs/outputs, verified against PyTorch."""
     import onnx
-    from onnxconverter_common import float16
 
     say = progress or log.info
     model_path = Path(model_path)
@@ -111,13 +124,7 @@ def convert_fp16(
     net = rebuild_reference(meta, weights)  # before the slow part: wrong weights fail fast
 
     say(f"converting {model_path.name} to FP16 (keeping {len(FP32_OPS)} op types in FP32)")
-    model = onnx.load(str(model_path))
-    _detach_consumed_outputs(model)
-    model = float16.convert_float_to_float16(
-        model,
-        keep_io_types=True,
-        op_block_list=sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(FP32_OPS)),
-    )
+    model = fp16_graph(onnx.load(str(model_path)))
     onnx.checker.check_model(model, full_check=True)
 
     fp16_meta = dataclasses.replace(meta, precision="fp16", parity={})

@@ -7,6 +7,7 @@ runtime commands work on a machine with only the runtime installed.
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import click
 from msdeploy import __version__
 from runtime.errors import MSDeployError, UserError
 from runtime.metadata import FUSION_NAMES
+from runtime.tensorrt_common import TARGETS as TENSORRT_TARGETS
 
 # the [export] extra's modules: a command that needs one on a runtime-only install says which extra to add
 DESKTOP_MODULES = {
@@ -247,8 +249,37 @@ def _profile_batch_option(help_text: str):
     )
 
 
+def _parse_compute_capabilities(ctx, param, value: str | None) -> tuple[str, ...]:
+    """'8.6,8.9,12.0' (or 'current') -> ('8.6', '8.9', '12.0'); checked against the builder later."""
+    names = _parse_names(value or "")
+    bad = [n for n in names if n != "current" and not re.fullmatch(r"\d+\.\d", n)]
+    if bad:
+        raise click.BadParameter(f"expected compute capabilities like 8.6,8.9,12.0 or 'current', got {bad[0]!r}")
+    return names
+
+
+def _board_option(help_text: str):
+    from export.boards import BOARDS
+
+    return click.option("--board", type=click.Choice(list(BOARDS)), help=help_text)
+
+
 @export.command("engine")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--target",
+    type=click.Choice(list(TENSORRT_TARGETS)),
+    help="Which NVIDIA builder: tensorrt (the GPU of this machine, Jetson) or tensorrt-rtx (RTX GPUs; builds "
+    "without a GPU) [default: what is installed, TensorRT first].",
+)
+@click.option(
+    "--compute-capability",
+    "compute_capabilities",
+    callback=_parse_compute_capabilities,
+    metavar="LIST",
+    help="tensorrt-rtx: the GPUs the engine runs on, e.g. 8.6,8.9,12.0 (7.5 for Turing), or 'current' "
+    "[default: the builder's set, 8.6, 8.9, 12.0, 12.1].",
+)
 @click.option(
     "--precision",
     type=click.Choice(("fp32", "fp16", "int8")),
@@ -259,63 +290,45 @@ def _profile_batch_option(help_text: str):
 @click.option("--opt-shape", callback=_parse_shape, metavar="BxCxHxW", help="Profile optimum [1x3xdefault size].")
 @click.option("--max-shape", callback=_parse_shape, metavar="BxCxHxW", help="Profile maximum [Bx3x1024x1024].")
 @_profile_batch_option("Batch sizes the default profile covers.")
+@_board_option("Jetson board the engine is for: its memory budget.")
 @click.option(
-    "--timing-cache", type=click.Path(dir_okay=False), help="[default: msdeploy.timing-cache beside the engine]"
+    "--memory-budget",
+    callback=_parse_bytes,
+    metavar="SIZE",
+    help="Most memory the engine may take (activations + weights, as the builder states them), e.g. 3G; "
+    "an engine over it is refused [default: the --board's, else a share of this GPU's memory].",
+)
+@click.option("--report", is_flag=True, help="Also write ENGINE.report.md/.json: per-layer precision, warnings.")
+@click.option(
+    "--timing-cache",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="tensorrt: [default: msdeploy.timing-cache beside the engine]",
 )
 @click.option("--workspace", callback=_parse_bytes, metavar="SIZE", help="Builder workspace limit, e.g. 4G.")
 @click.option("--opt-level", type=click.IntRange(0, 5), help="Builder optimization level (TensorRT default 3).")
 @click.option(
     "--dla-core", type=int, help="Run on this DLA core (Jetson) at one fixed input shape, GPU fallback for the rest."
 )
-@click.option("--calib-data", type=click.Path(file_okay=False), help="Images for implicit INT8 (TensorRT 10 only).")
+@click.option(
+    "--calib-data", type=click.Path(file_okay=False, path_type=Path), help="Images for implicit INT8 (TensorRT 10)."
+)
 @click.option("--calib-count", type=int, default=64, show_default=True)
-@click.option("--calib-cache", type=click.Path(dir_okay=False), help="Implicit INT8 cache [MODEL.onnx.calib-...].")
+@click.option(
+    "--calib-cache", type=click.Path(dir_okay=False, path_type=Path), help="Implicit INT8 cache [MODEL.onnx.calib-...]."
+)
 @click.option("--recalibrate", is_flag=True, help="Replace the implicit INT8 cache.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Engine file [default: MODEL.engine].")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Engine file [default: MODEL.engine]."
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing engine.")
-def export_engine_cmd(
-    model,
-    precision,
-    min_shape,
-    opt_shape,
-    max_shape,
-    batches,
-    timing_cache,
-    workspace,
-    opt_level,
-    dla_core,
-    calib_data,
-    calib_count,
-    calib_cache,
-    recalibrate,
-    output,
-    force,
-) -> None:
-    """Build a TensorRT engine from an ONNX model of ours, with a JSON sidecar (TensorRT version, GPU,
-    precision, profile, ONNX sha256, build settings). Build it on the machine that runs it."""
+def export_engine_cmd(model: Path, **options) -> None:
+    """Build a TensorRT or TensorRT-RTX engine from an ONNX model of ours, with a JSON sidecar (builder
+    and version, GPU or compute capabilities, precision, profile, memory, ONNX sha256, settings).
+    TensorRT: build it on the machine that runs it. TensorRT-RTX: builds here even without a GPU."""
     from export.tensorrt_build import EngineOptions
     from msdeploy.commands.tensorrt_cmds import run_build_engine
 
-    run_build_engine(
-        EngineOptions(
-            model=Path(model),
-            precision=precision,
-            min_shape=min_shape,
-            opt_shape=opt_shape,
-            max_shape=max_shape,
-            batches=batches,
-            timing_cache=Path(timing_cache) if timing_cache else None,
-            workspace=workspace,
-            opt_level=opt_level,
-            dla_core=dla_core,
-            calib_data=Path(calib_data) if calib_data else None,
-            calib_count=calib_count,
-            calib_cache=Path(calib_cache) if calib_cache else None,
-            recalibrate=recalibrate,
-            output=Path(output) if output else None,
-            force=force,
-        )
-    )
+    run_build_engine(EngineOptions(model=model, command=invocation(), **options))
 
 
 @export.command("bundle")
@@ -590,6 +603,12 @@ def parity(model, sizes, batches, weights, as_json) -> None:
     "fastest (uint8 activations).",
 )
 @click.option(
+    "--high-precision",
+    type=click.Choice(["fp16", "fp32"]),
+    help="INT8: what the unquantized layers run in [default: fp16 for --target tensorrt (TensorRT's INT8 + "
+    "FP16; FP32 islands cost TensorRT its fused attention and twice the memory), fp32 for cpu].",
+)
+@click.option(
     "--calib-cache",
     type=click.Path(dir_okay=False),
     help="INT8: calibration cache [default: MODEL.calib-METHOD.json]. Reused when it matches.",
@@ -614,6 +633,7 @@ def quantize(
     exclude,
     quantize_attention,
     target,
+    high_precision,
     calib_cache,
     recalibrate,
     output,
@@ -641,6 +661,7 @@ def quantize(
             size=size,
             exclude=tuple(exclude),
             quantize_attention=quantize_attention,
+            float_precision=high_precision,
             output=Path(output) if output else None,
             calib_cache=Path(calib_cache) if calib_cache else None,
             recalibrate=recalibrate,

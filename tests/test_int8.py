@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 import runtime
-from calibration.int8 import TENSORRT_OPS, attention_matmuls, quantized_node_count, tensorrt_qdq_problems
+from calibration.int8 import (
+    TENSORRT_OPS,
+    attention_matmuls,
+    dequantized_tensors,
+    quantized_node_count,
+    tensorrt_qdq_problems,
+)
 from calibration.quantize import Int8Options, quantize_int8
 from calibration.synthetic import write_dataset
 from runtime.errors import UserError
@@ -36,6 +42,17 @@ def tensorrt_int8(workspace):
     return quantize_int8(options(workspace))
 
 
+def fp16_casts(model) -> set[str]:
+    """Outputs of the Cast-to-float16 nodes of a graph."""
+    import onnx
+
+    return {
+        n.output[0]
+        for n in model.graph.node
+        if n.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT16 for a in n.attribute)
+    }
+
+
 def test_tensorrt_qdq_graph_properties(workspace, tensorrt_int8):
     import onnx
     from onnx import numpy_helper
@@ -54,17 +71,27 @@ def test_tensorrt_qdq_graph_properties(workspace, tensorrt_int8):
     for node in qdq:  # symmetric: every zero-point is an int8 zero
         zp = inits[node.input[2]]
         assert zp.dtype == np.int8 and not zp.any(), node.name
-    dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    dq_outputs = dequantized_tensors(model)  # a DQ's output, or the FP16 Cast of it
+    producer = {out: n for n in model.graph.node for out in n.output}
+
+    def dequantize_of(name: str):
+        node = producer[name]
+        return producer[node.input[0]] if node.op_type == "Cast" else node
+
     for node in model.graph.node:
-        if node.op_type == "Conv" and node.input[1] not in inits:  # weight comes through a DequantizeLinear
-            dq = next(n for n in model.graph.node if n.output[0] == node.input[1])
+        if node.op_type == "Conv" and node.input[1] in dq_outputs:  # weight comes through a DequantizeLinear
+            dq = dequantize_of(node.input[1])
             weight, scale = inits[dq.input[0]], inits[dq.input[1]]
             assert weight.dtype == np.int8 and scale.shape == (weight.shape[0],)  # per output channel
         if len(node.input) > 2 and node.op_type == "Conv":
-            assert node.input[2] not in dq_outputs  # the bias stays FP32
+            assert node.input[2] not in dq_outputs  # the bias stays float
     assert not dq_outputs & {o.name for o in model.graph.output}  # no quantized graph output
     for name in dq_outputs:
-        assert {c.op_type for c in consumers[name]} <= set(TENSORRT_OPS)
+        assert {c.op_type for c in consumers[name]} <= {*TENSORRT_OPS, "Cast"}
+    # the unquantized layers run in FP16 (TensorRT's INT8 + FP16): each dequantized tensor reaches its
+    # Conv/MatMul through a Cast to float16, and the sidecar says so
+    assert fp16_casts(model) & dq_outputs
+    assert json.loads(tensorrt_int8.sidecar.read_text())["int8"]["float_precision"] == "fp16"
     # attention MatMuls (two activations) stay float by default for TensorRT: 2 per block, 3 scales
     names = set(attention_matmuls(onnx.load(str(workspace[0])).graph))
     attention = [n for n in model.graph.node if n.name in names]
@@ -118,6 +145,17 @@ def test_cpu_target_uses_uint8_activations(workspace, tensorrt_int8, monkeypatch
     assert all(set(n.input) <= dq_outputs for n in model.graph.node if n.name in attention)
 
 
+def test_float_islands_in_fp32_on_request(workspace, tensorrt_int8, tmp_path):
+    import onnx
+
+    result = quantize_int8(options(workspace, float_precision="fp32", output=tmp_path / "f32.onnx"))
+    model = onnx.load(str(result.path))
+    assert result.cache_reused and not fp16_casts(model)
+    assert quantized_node_count(model) == quantized_node_count(onnx.load(str(tensorrt_int8.path)))
+    with pytest.raises(UserError, match="unknown float precision"):
+        quantize_int8(options(workspace, float_precision="bf16", output=tmp_path / "bf.onnx"))
+
+
 def test_cache_is_reused_then_refused_when_stale(workspace, tensorrt_int8, tmp_path, monkeypatch):
     import calibration.quantize as quantize_module
 
@@ -146,7 +184,7 @@ def test_exclude_keeps_nodes_in_fp32(workspace, tmp_path):
     first_conv = next(n.name for n in onnx.load(str(workspace[0])).graph.node if n.op_type == "Conv")
     result = quantize_int8(options(workspace, exclude=(first_conv,), output=tmp_path / "ex.onnx"))
     model = onnx.load(str(result.path))
-    dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    dq_outputs = dequantized_tensors(model)
     node = next(n for n in model.graph.node if n.name == first_conv)
     assert not set(node.input) & dq_outputs
     with pytest.raises(UserError, match="matches no node"):
