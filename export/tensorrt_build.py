@@ -1,13 +1,16 @@
-"""Build a TensorRT engine from one of our ONNX models, on TensorRT 10 (Jetson) or 11 (desktop).
+"""Build a TensorRT engine from one of our ONNX models, with either of NVIDIA's builders: TensorRT
+(10 on Jetson, 11 on desktops and servers) or TensorRT for RTX (RTX-class GPUs; builds without a GPU).
 
 Precision comes from the graph: an ONNX with FP16 casts or Q/DQ nodes is built strongly typed.
 Only where the installed TensorRT still has them (10.x), an FP32 ONNX may be built with the FP16
-builder flag or the implicit INT8 calibrator; on TensorRT 11 that request is an error that says to
-run `msdeploy quantize` first. Which path is taken depends on the features found, never on a
-version string. Neither torch nor onnx is imported: this runs on the board.
+builder flag or the implicit INT8 calibrator; elsewhere that request is an error that says to run
+`msdeploy quantize` first. Which path is taken depends on the features found (runtime.tensorrt_common),
+never on a version string. Neither torch nor onnx is imported: this runs on the board.
 
-Written against NVIDIA's Python API documentation and the tensorrt-stubs package; never run on
-real TensorRT in this project's workplace (no GPU). `msdeploy selftest --gpu` is the real check.
+The build is a few small steps (network from ONNX, config, profile, build, memory check, save), each
+a function here. With the real TensorRT-RTX builder every step runs in this project's tests; the
+TensorRT-only parts (GPU builds, DLA, the legacy calibrator) are checked with a recording fake and by
+`msdeploy selftest --gpu` on a GPU.
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.cuda import CudaApi, DeviceBuffer
+from export.boards import MemoryBudget, format_bytes, resolve_budget
+from export.engine_report import BuildReport, parse_layers, parse_memory, summarize_warnings, write_report
+from runtime.cuda import CudaApi, DeviceBuffer, DeviceInfo
 from runtime.errors import UserError
 from runtime.files import write_bytes_atomic, write_json_atomic
 from runtime.metadata import ModelMetadata, check_model_output, model_sha256, read_sidecar, sidecar_path
 from runtime.tensorrt_common import (
     ENGINE_FORMAT,
+    RTX_DEFAULT_COMPUTE_CAPABILITIES,
     TensorRTFeatures,
     format_shape,
     import_tensorrt,
@@ -78,6 +84,12 @@ class EngineOptions:
     recalibrate: bool = False
     output: Path | None = None
     force: bool = False
+    target: str | None = None  # "tensorrt" or "tensorrt-rtx"; None: what is installed
+    compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX: "8.6", "12.0", or "current"; (): its default set
+    memory_budget: int | None = None  # bytes for activations + weights; default from the board or the GPU
+    board: str | None = None  # a preset of export.boards (its memory budget)
+    report: bool = False  # also write ENGINE.report.md/.json: per-layer precision, warnings, memory
+    command: str = ""  # the command line, for the report's stamp
 
 
 @dataclass(frozen=True)
@@ -96,9 +108,11 @@ class EngineResult:
     sidecar: dict
     size_bytes: int
     seconds: float
-    timing_cache: Path
+    timing_cache: Path | None  # None: this builder has no timing cache (TensorRT-RTX)
     calibration_cache_reused: bool | None = None  # None: no implicit calibration
     notes: list[str] = field(default_factory=list)
+    report: BuildReport | None = None
+    report_files: tuple[Path, ...] = ()
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -147,13 +161,13 @@ def plan_build(graph_precision: str, requested: str | None, features: TensorRTFe
     if precision == "fp16":
         if not features.weak_fp16:
             raise UserError(
-                f"TensorRT {features.version} takes precision only from the graph (no FP16 builder flag); "
+                f"{features.name} takes precision only from the graph (no FP16 builder flag); "
                 "run `msdeploy quantize MODEL.onnx --precision fp16` first and build the FP16 ONNX"
             )
         return BuildPlan("fp16", strongly_typed=False, flags=("FP16",))
     if not features.implicit_int8:
         raise UserError(
-            f"TensorRT {features.version} has no implicit INT8 calibration; run "
+            f"{features.name} has no implicit INT8 calibration; run "
             "`msdeploy quantize MODEL.onnx --precision int8 --calib-data DIR` first and build the Q/DQ ONNX"
         )
     # layers without an INT8 kernel fall back to FP16 rather than FP32, where FP16 exists
@@ -270,51 +284,70 @@ def make_calibrator(
     return EntropyCalibrator()
 
 
-def build_engine(
-    options: EngineOptions,
-    progress: Callable[[str], None] | None = None,
-    *,
-    trt: ModuleType | None = None,
-    cuda: CudaApi | None = None,
-) -> EngineResult:
-    """Build, write atomically with its JSON sidecar, and return what was built. `trt` and `cuda`
-    default to the installed TensorRT and libcudart (tests pass recording fakes)."""
-    say = progress or log.info
-    model = Path(options.model)
-    if not model.is_file():
-        raise UserError(f"model file not found: {model}")
-    meta = model_metadata(model)
-    onnx_sha256 = model_sha256(model)
-    trt = trt or import_tensorrt()
-    features = TensorRTFeatures.detect(trt)
-    plan = plan_build(meta.precision, options.precision, features)
-    profile = resolve_profile(meta, options)
-    output = check_model_output(
-        options.output or default_engine_path(model, plan.precision, meta.precision), options.force
-    )
-    if options.dla_core is not None and plan.precision == "fp32":
-        raise UserError("DLA runs FP16 and INT8 only; build an FP16 or INT8 model for --dla-core")
-    if options.opt_level is not None and not 0 <= options.opt_level <= 5:
-        raise UserError(f"--opt-level must be 0..5, got {options.opt_level}")
-    if plan.implicit_int8 and options.calib_data is None:
-        # also with a cache: its key holds a fingerprint of the images it was made from
-        raise UserError("implicit INT8 needs calibration images: pass --calib-data DIR")
-    cuda = cuda or CudaApi()
-    device = cuda.device()
+def check_target(features: TensorRTFeatures, options: EngineOptions) -> None:
+    """Refuse options the chosen builder cannot honour, before any work."""
+    if options.target is not None and options.target != features.target:
+        raise UserError(f"--target {options.target} asked, but the TensorRT module given is {features.name}")
+    if options.dla_core is not None and not features.spec.dla:
+        raise UserError(
+            f"--dla-core: {features.name} builds for RTX GPUs, which have no DLA; build on the Jetson "
+            "with TensorRT (--target tensorrt)"
+        )
+    if options.compute_capabilities and not features.compute_capabilities:
+        raise UserError(
+            f"--compute-capability: {features.name} builds for the GPU it runs on; "
+            "compute-capability targets are for --target tensorrt-rtx"
+        )
+    unknown = [c for c in options.compute_capabilities if c != "current" and c not in features.compute_capabilities]
+    if unknown:
+        raise UserError(
+            f"--compute-capability {', '.join(unknown)}: {features.name} builds for "
+            f"{', '.join(features.compute_capabilities)} (or 'current', the GPU of this machine)"
+        )
 
-    logger = make_logger(trt)
-    builder: trt_api.Builder = start_tensorrt(trt.Builder, logger, "a builder")
-    network_flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
-    network: trt_api.INetworkDefinition = builder.create_network(network_flags)
+
+def build_device(features: TensorRTFeatures, cuda: CudaApi | None, options: EngineOptions) -> DeviceInfo | None:
+    """The GPU of this machine; None where the builder needs none (TensorRT-RTX ahead of time)."""
+    needs_gpu = not features.spec.builds_without_gpu or "current" in options.compute_capabilities
+    try:
+        return (cuda or CudaApi()).device()
+    except UserError:
+        if needs_gpu:
+            raise
+        return None
+
+
+def network_from_onnx(trt: ModuleType, builder, logger, model: Path, plan: BuildPlan, features, dla: bool):
+    """Parse the ONNX into a network; a graph the parser refuses names the node and the op."""
+    # TensorRT 10 builds strongly typed only when asked; 11 and TensorRT-RTX accept the flag and ignore it
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
+    network: trt_api.INetworkDefinition = builder.create_network(flags)
     parser: trt_api.OnnxParser = trt.OnnxParser(network, logger)
     adjust_for_dla = getattr(getattr(trt, "OnnxParserFlag", None), "ADJUST_FOR_DLA", None)  # 10.16 and later
-    if options.dla_core is not None and adjust_for_dla is not None:
+    if dla and adjust_for_dla is not None:
         parser.set_flag(adjust_for_dla)  # lets the parser reshape layers so that more of them run on the DLA
-    say(f"parsing {model} ({'strongly typed' if plan.strongly_typed else 'weakly typed'})")
     if not parser.parse_from_file(str(model)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise UserError(f"TensorRT could not parse {model}: " + "; ".join(errors[:5]))
+        errors = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise UserError(f"{features.name} could not parse {model}: " + "; ".join(errors[:5]))
+    if network.num_inputs == 0 or network.num_outputs == 0:
+        raise UserError(f"{features.name} found no network in {model}: not an ONNX model, or a truncated one")
+    return network, parser
 
+
+def _parser_error(error) -> str:
+    """A parser error as 'node NAME (OP): what' where the binding says which node (real TensorRT)."""
+    node_name = getattr(error, "node_name", None)
+    if node_name is None:
+        return str(error)
+    name, op, desc = node_name(), error.node_operator(), error.desc()
+    return f"node {name} ({op}): {error.code().name}: {desc}" if name or op else f"{error.code().name}: {desc}"
+
+
+def make_config(trt: ModuleType, builder, plan: BuildPlan, options: EngineOptions, report: bool):
+    """The builder config: memory pool, optimization level, precision flags (TensorRT 10 only), and
+    detailed profiling where a report asks for the per-layer listing."""
+    if options.opt_level is not None and not 0 <= options.opt_level <= 5:
+        raise UserError(f"--opt-level must be 0..5, got {options.opt_level}")
     config: trt_api.IBuilderConfig = builder.create_builder_config()
     if options.workspace:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace))
@@ -322,81 +355,229 @@ def build_engine(
         config.builder_optimization_level = int(options.opt_level)
     for flag in plan.flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
+    if report and hasattr(trt, "ProfilingVerbosity"):
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    return config
+
+
+def set_compute_capabilities(trt: ModuleType, config, features: TensorRTFeatures, asked: Sequence[str]) -> list[str]:
+    """TensorRT-RTX: the GPUs the engine may run on. Nothing asked: the builder's default set, built
+    ahead of time without a GPU. Returns what the sidecar records."""
+    if not features.compute_capabilities:
+        return []
+    if not asked:
+        return list(RTX_DEFAULT_COMPUTE_CAPABILITIES)
+    config.num_compute_capabilities = len(asked)
+    for index, cc in enumerate(asked):
+        member = "CURRENT" if cc == "current" else "SM" + cc.replace(".", "")
+        if not config.set_compute_capability(getattr(trt.ComputeCapability, member), index):
+            raise UserError(f"{features.name} refused compute capability {cc} (target {index + 1} of {len(asked)})")
+    return list(asked)
+
+
+def add_profile(trt: ModuleType, builder, config, profile: Profile) -> None:
     trt_profile: trt_api.IOptimizationProfile = builder.create_optimization_profile()
     trt_profile.set_shape(
         profile.input, trt.Dims(list(profile.min)), trt.Dims(list(profile.opt)), trt.Dims(list(profile.max))
     )
     config.add_optimization_profile(trt_profile)
 
-    if options.dla_core is not None:
-        if options.dla_core >= builder.num_DLA_cores:
-            raise UserError(
-                f"--dla-core {options.dla_core}: this device has {builder.num_DLA_cores} DLA core(s) "
-                "(Jetson Orin AGX/NX: 2, Orin Nano: none)"
-            )
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = int(options.dla_core)
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # layers DLA cannot run go to the GPU
 
-    calibration = None
-    if plan.implicit_int8:
-        calibration = _ImplicitCalibration(trt, cuda, model, onnx_sha256, meta, profile, options, say)
-        config.int8_calibrator = calibration.calibrator
-        calib_profile: trt_api.IOptimizationProfile = builder.create_optimization_profile()
-        calib_shape = trt.Dims(list(calibration.shape))
-        calib_profile.set_shape(profile.input, calib_shape, calib_shape, calib_shape)
-        config.set_calibration_profile(calib_profile)
+def configure_dla(trt: ModuleType, builder, config, dla_core: int) -> None:
+    if dla_core >= builder.num_DLA_cores:
+        raise UserError(
+            f"--dla-core {dla_core}: this device has {builder.num_DLA_cores} DLA core(s) "
+            "(Jetson Orin AGX/NX: 2, Orin NX 8GB: 1, Orin Nano: none)"
+        )
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = int(dla_core)
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # layers DLA cannot run go to the GPU
 
-    timing_cache_path = Path(options.timing_cache or output.with_name("msdeploy.timing-cache"))
-    cache_bytes = timing_cache_path.read_bytes() if timing_cache_path.is_file() else b""
-    timing_cache: trt_api.ITimingCache = config.create_timing_cache(cache_bytes)
-    if not config.set_timing_cache(timing_cache, False):
-        raise UserError(f"timing cache {timing_cache_path} does not match this TensorRT or GPU; delete it")
-    say(
-        f"building {plan.precision} engine, profile {format_shape(profile.min)} .. {format_shape(profile.max)} "
-        f"(timing cache {'reused' if cache_bytes else 'new'}: {timing_cache_path})"
-    )
+
+class TimingCache:
+    """The builder's timing cache, loaded before and saved after the build (TensorRT only)."""
+
+    def __init__(self, config, path: Path) -> None:
+        self.path = path
+        self.reused = path.is_file()
+        cache: trt_api.ITimingCache = config.create_timing_cache(path.read_bytes() if self.reused else b"")
+        if not config.set_timing_cache(cache, False):
+            raise UserError(f"timing cache {path} does not match this TensorRT or GPU; delete it")
+
+    def save(self, config) -> None:
+        write_bytes_atomic(self.path, bytes(config.get_timing_cache().serialize()))
+
+
+def build_serialized(builder, network, config, logger, features: TensorRTFeatures) -> tuple[bytes, float]:
     start = time.perf_counter()
     serialized: trt_api.IHostMemory | None = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - start
     if serialized is None:
         detail = "; ".join(logger.errors[-3:]) or "see the TensorRT log (-v)"
-        raise UserError(f"TensorRT could not build the engine: {detail}")
-    write_bytes_atomic(timing_cache_path, bytes(config.get_timing_cache().serialize()))
-    if calibration is not None:
-        calibration.save()
+        raise UserError(f"{features.name} could not build the engine: {detail}")
+    return bytes(serialized), seconds
 
-    engine_bytes = bytes(serialized)
-    sidecar = {
+
+def check_memory(memory: dict[str, int | None], budget: MemoryBudget | None, profile: Profile) -> str | None:
+    """Refuse an engine whose activations and weights exceed the budget (nothing is written); return a
+    note when there is no budget to check against."""
+    needed = (memory.get("activation_bytes") or 0) + (memory.get("weights_bytes") or 0)
+    if budget is None or not needed:
+        return None if needed else "the builder did not state the engine's memory; not checked against a budget"
+    if needed > budget.bytes:
+        side = profile.max[2:]
+        raise UserError(
+            f"the engine needs {format_bytes(needed)} for its profile's largest shape {format_shape(profile.max)} "
+            f"(activations {format_bytes(memory.get('activation_bytes'))}, weights "
+            f"{format_bytes(memory.get('weights_bytes'))}); the budget is {format_bytes(budget.bytes)} "
+            f"({budget.source}). Nothing was written. Lower the largest shape (e.g. --max-shape "
+            f"{profile.max[0]}x3x{side[0] * 3 // 4 // 32 * 32}x{side[1] * 3 // 4 // 32 * 32}) or the largest batch, "
+            "build FP16/INT8 instead of FP32, or raise --memory-budget if the board has room"
+        )
+    return None
+
+
+def engine_sidecar(
+    features: TensorRTFeatures,
+    device: DeviceInfo | None,
+    plan: BuildPlan,
+    profile: Profile,
+    model: Path,
+    onnx_sha256: str,
+    seconds: float,
+    settings: dict,
+    meta: ModelMetadata,
+    compute_capabilities: list[str],
+    memory: dict[str, int | None],
+) -> dict:
+    return {
         "format": ENGINE_FORMAT,
-        "tensorrt": features.version,
-        "gpu": {"name": device.name, "compute_capability": device.compute_capability},
+        "target": features.target,
+        "tensorrt": features.version,  # the version of the builder named by "target"
+        "gpu": {"name": device.name, "compute_capability": device.compute_capability} if device else None,
+        # TensorRT-RTX: the GPUs it may run on; [] for TensorRT (the build GPU only)
+        "compute_capabilities": compute_capabilities,
         "precision": plan.precision,
         "typing": "strong" if plan.strongly_typed else "weak",
         "builder_flags": list(plan.flags),
         "profile": profile.as_dict(),
+        "memory": memory,
         "onnx": {"file": model.name, "sha256": onnx_sha256},
         "build_seconds": round(seconds, 2),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "settings": {
-            "workspace_bytes": options.workspace,
-            "opt_level": options.opt_level,
-            "dla_core": options.dla_core,
-            "timing_cache": str(timing_cache_path),
-            "implicit_int8": calibration.record() if calibration else None,
-        },
+        "settings": settings,
         "model": {**asdict(meta), "precision": plan.precision},
     }
+
+
+def build_engine(
+    options: EngineOptions,
+    progress: Callable[[str], None] | None = None,
+    *,
+    trt: ModuleType | None = None,
+    cuda: CudaApi | None = None,
+) -> EngineResult:
+    """Build, write atomically with its JSON sidecar (and report), and return what was built. `trt`
+    and `cuda` default to the installed TensorRT (options.target) and libcudart (tests pass fakes)."""
+    say = progress or log.info
+    model = Path(options.model)
+    if not model.is_file():
+        raise UserError(f"model file not found: {model}")
+    meta = model_metadata(model)
+    trt = trt or import_tensorrt(options.target)
+    features = TensorRTFeatures.detect(trt)
+    check_target(features, options)
+    plan = plan_build(meta.precision, options.precision, features)
+    profile = resolve_profile(meta, options)
+    output = check_model_output(
+        options.output or default_engine_path(model, plan.precision, meta.precision), options.force
+    )
+    if options.dla_core is not None and plan.precision == "fp32":
+        raise UserError("DLA runs FP16 and INT8 only; build an FP16 or INT8 model for --dla-core")
+    if plan.implicit_int8 and options.calib_data is None:
+        # also with a cache: its key holds a fingerprint of the images it was made from
+        raise UserError("implicit INT8 needs calibration images: pass --calib-data DIR")
+    device = build_device(features, cuda, options)
+    budget = resolve_budget(options.memory_budget, options.board, device)
+    onnx_sha256 = model_sha256(model)
+
+    logger = make_logger(trt, keep_layers=options.report)
+    builder: trt_api.Builder = start_tensorrt(trt.Builder, logger, "a builder")
+    say(f"parsing {model} with {features.name} ({'strongly' if plan.strongly_typed else 'weakly'} typed)")
+    network, _parser = network_from_onnx(trt, builder, logger, model, plan, features, options.dla_core is not None)
+    config = make_config(trt, builder, plan, options, options.report)
+    targets = set_compute_capabilities(trt, config, features, options.compute_capabilities)
+    add_profile(trt, builder, config, profile)
+    if options.dla_core is not None:
+        configure_dla(trt, builder, config, options.dla_core)
+    calibration = None
+    if plan.implicit_int8:
+        calibration = _ImplicitCalibration(trt, cuda or CudaApi(), model, onnx_sha256, meta, profile, options, say)
+        calibration.attach(builder, config, profile)
+    timing = None
+    if features.spec.timing_cache:
+        timing = TimingCache(config, Path(options.timing_cache or output.with_name("msdeploy.timing-cache")))
+    where = f"for compute capabilities {', '.join(targets)}" if targets else f"on {device.name}" if device else ""
+    cache_note = f"; timing cache {'reused' if timing.reused else 'new'}: {timing.path}" if timing else ""
+    say(
+        f"building {plan.precision} engine {where}, profile {format_shape(profile.min)} .. "
+        f"{format_shape(profile.max)}{cache_note}"
+    )
+    engine_bytes, seconds = build_serialized(builder, network, config, logger, features)
+    memory = parse_memory(logger.infos)
+    notes = [n for n in [check_memory(memory, budget, profile)] if n]
+    if budget is None and memory.get("activation_bytes"):
+        notes.append("no memory budget known here (no GPU); pass --board or --memory-budget to check the engine fits")
+    if timing is not None:
+        timing.save(config)
+    if calibration is not None:
+        calibration.save()
+
+    settings = {
+        "workspace_bytes": options.workspace,
+        "opt_level": options.opt_level,
+        "dla_core": options.dla_core,
+        "timing_cache": str(timing.path) if timing else None,
+        "implicit_int8": calibration.record() if calibration else None,
+        "memory_budget": {"bytes": budget.bytes, "source": budget.source} if budget else None,
+    }
+    sidecar = engine_sidecar(
+        features, device, plan, profile, model, onnx_sha256, seconds, settings, meta, targets, memory
+    )
     write_bytes_atomic(output, engine_bytes)  # the engine file alone: trtexec and Triton load it as is
     write_json_atomic(sidecar_path(output), sidecar)
-    return EngineResult(
+    result = EngineResult(
         output,
         sidecar,
         len(engine_bytes),
         seconds,
-        timing_cache_path,
+        timing.path if timing else None,
         calibration.reused if calibration else None,
+        notes,
     )
+    if device is None:
+        notes.append(f"built without a GPU; running it needs {features.spec.runs_on}")
+    if options.report:
+        result.report = BuildReport(
+            engine=output.name,
+            onnx=model.name,
+            builder=features.name,
+            precision=plan.precision,
+            typing=sidecar["typing"],
+            profile=profile.as_dict(),
+            compute_capabilities=targets or None,
+            network_layers=int(network.num_layers),
+            build_seconds=seconds,
+            engine_bytes=len(engine_bytes),
+            memory=memory,
+            warnings=summarize_warnings(logger.warnings),
+            layers=parse_layers(logger.layer_listings),
+            layer_note="" if logger.layer_listings else f"{features.name} printed none for this build",
+        )
+        from runtime.environment import stamp
+
+        result.report_files = write_report(result.report, output, stamp(options.command or "msdeploy export engine"))
+    return result
 
 
 class _ImplicitCalibration:
@@ -430,6 +611,15 @@ class _ImplicitCalibration:
         self.images = len(batches)
         self._new_cache: bytes | None = None
         self.calibrator = make_calibrator(trt, cuda, batches, cached, self._keep)
+        self.trt = trt
+
+    def attach(self, builder, config, profile: Profile) -> None:
+        """The calibrator, and a one-shape calibration profile at the profile's optimum size."""
+        config.int8_calibrator = self.calibrator
+        calib_profile: trt_api.IOptimizationProfile = builder.create_optimization_profile()
+        calib_shape = self.trt.Dims(list(self.shape))
+        calib_profile.set_shape(profile.input, calib_shape, calib_shape, calib_shape)
+        config.set_calibration_profile(calib_profile)
 
     def _keep(self, data: bytes) -> None:
         self._new_cache = data

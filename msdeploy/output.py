@@ -12,7 +12,7 @@ from rich.table import Table
 
 # Piped output (CI logs, files) gets a wide fixed width: rich's 80-column default would cut numbers.
 console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, log_path=False)  # progress lines read as a tool's, not a debug log
 
 
 def print_table(

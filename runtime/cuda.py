@@ -20,6 +20,7 @@ from runtime.errors import UserError
 # cudaMemcpyKind and the two cudaDeviceAttr values we read
 _HOST_TO_DEVICE, _DEVICE_TO_HOST = 1, 2
 _ATTR_CC_MAJOR, _ATTR_CC_MINOR = 75, 76
+_ATTR_INTEGRATED = 18  # cudaDevAttrIntegrated: 1 on a Jetson, whose GPU shares the board's memory
 _CAPTURE_MODE_THREAD_LOCAL = 1
 _PROP_NAME_BYTES = 256  # cudaDeviceProp starts with char name[256]
 _PROP_BUFFER_BYTES = 4096  # larger than cudaDeviceProp in every CUDA 11-13 release
@@ -29,6 +30,8 @@ _PROP_BUFFER_BYTES = 4096  # larger than cudaDeviceProp in every CUDA 11-13 rele
 class DeviceInfo:
     name: str
     compute_capability: str  # "9.0"
+    total_memory: int | None = None  # bytes (on a Jetson: the memory the CPU and GPU share)
+    integrated: bool = False  # a Jetson's GPU
 
 
 class CudaApi:
@@ -69,15 +72,17 @@ class CudaApi:
     def _read_device(self) -> DeviceInfo:
         dev = ctypes.c_int()
         self._check(self._lib.cudaGetDevice(ctypes.byref(dev)), "cudaGetDevice")
-        cc = []
-        for attr in (_ATTR_CC_MAJOR, _ATTR_CC_MINOR):
+        attrs = []
+        for attr in (_ATTR_CC_MAJOR, _ATTR_CC_MINOR, _ATTR_INTEGRATED):
             value = ctypes.c_int()
             self._check(self._lib.cudaDeviceGetAttribute(ctypes.byref(value), attr, dev), "cudaDeviceGetAttribute")
-            cc.append(value.value)
+            attrs.append(value.value)
         props = ctypes.create_string_buffer(_PROP_BUFFER_BYTES)
         self._check(self._lib.cudaGetDeviceProperties(props, dev), "cudaGetDeviceProperties")
         name = props.raw[:_PROP_NAME_BYTES].split(b"\0", 1)[0].decode(errors="replace")
-        return DeviceInfo(name, f"{cc[0]}.{cc[1]}")
+        free, total = ctypes.c_size_t(), ctypes.c_size_t()
+        self._check(self._lib.cudaMemGetInfo(ctypes.byref(free), ctypes.byref(total)), "cudaMemGetInfo")
+        return DeviceInfo(name, f"{attrs[0]}.{attrs[1]}", total.value, bool(attrs[2]))
 
     def malloc(self, nbytes: int) -> int:
         return self._out_ptr("cudaMalloc", ctypes.c_size_t(nbytes))

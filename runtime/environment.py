@@ -26,6 +26,7 @@ PACKAGES = (
     "onnxruntime-gpu",
     "onnxscript",
     "tensorrt",
+    "tensorrt-rtx-cu12",
     "polygraphy",
     "nvidia-modelopt",
     "nvidia-pytriton",  # bundles tritonserver (msdeploy serve)
@@ -108,14 +109,17 @@ def _backends(gpus: list[str]) -> list[Backend]:
         ),
         _onnxruntime_backend(),
     ]
-    trt = package_version("tensorrt")
-    if trt is None:
-        detail = "not installed (JetPack ships it; desktop: extra [gpu])"
+    # one runner for the engines of both NVIDIA builders; TensorRT-RTX also builds without a GPU
+    builders = {"tensorrt": package_version("tensorrt"), "tensorrt-rtx": package_version("tensorrt-rtx-cu12")}
+    installed = [f"{name} {version}" for name, version in builders.items() if version]
+    if not installed:
+        detail = "not installed (JetPack ships TensorRT; desktop: extra [gpu]; RTX GPUs: extra [tensorrt-rtx])"
     elif not gpus:
-        detail = f"tensorrt {trt} installed, but no NVIDIA GPU found"
+        rtx = " (TensorRT-RTX builds engines here without one)" if builders["tensorrt-rtx"] else ""
+        detail = f"{', '.join(installed)} installed, but no NVIDIA GPU found to run engines{rtx}"
     else:
-        detail = f"tensorrt {trt}"
-    backends.append(Backend("tensorrt", trt is not None and bool(gpus), detail))
+        detail = ", ".join(installed)
+    backends.append(Backend("tensorrt", bool(installed) and bool(gpus), detail))
     return backends
 
 

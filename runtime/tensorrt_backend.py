@@ -1,12 +1,16 @@
-"""TensorRT backend behind the same runner interface as ONNX Runtime.
+"""TensorRT backend behind the same runner interface as ONNX Runtime, for engines of both NVIDIA
+builders: TensorRT and TensorRT for RTX (the engine's sidecar names which; runtime.tensorrt_common).
 
 Name-based tensor API (set_input_shape, set_tensor_address, execute_async_v3), device buffers reused
 across calls and grown only when needed, inputs checked against the engine's profile before running,
 optional CUDA graphs (one per input shape), GPU time from CUDA events. An engine built for another
-TensorRT version or GPU is refused with a message saying to rebuild it from the ONNX.
+version or GPU is refused with a message saying how to rebuild it from the ONNX. TensorRT-RTX compiles
+its kernels on the GPU at first use; they are kept in a runtime cache file beside the engine
+(ENGINE.runtime-cache), loaded when the runner opens and saved when it closes.
 
 Written against NVIDIA's documentation and the tensorrt-stubs package; its logic is tested with a
-recording fake. Unverified on real TensorRT until `msdeploy selftest --gpu` runs on a GPU machine.
+recording fake, and its calls are checked against the real TensorRT 11 lean and TensorRT-RTX
+bindings. Unverified on a GPU until `msdeploy selftest --gpu` runs on one.
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ import numpy as np
 
 from runtime.cuda import CudaApi, DeviceBuffer
 from runtime.errors import UserError
+from runtime.files import write_bytes_atomic
 from runtime.runner import Runner, TensorSpec
 from runtime.tensorrt_common import (
+    TARGETS,
+    TensorRTFeatures,
     dims,
     engine_metadata,
     format_shape,
@@ -39,9 +46,18 @@ if TYPE_CHECKING:  # the tensorrt-stubs package: mypy checks our calls against T
 log = logging.getLogger(__name__)
 
 
-def _rebuild_hint(sidecar: dict) -> str:
+def _rebuild_hint(sidecar: dict, compute_capability: str | None = None) -> str:
     onnx = sidecar.get("onnx", {}).get("file", "MODEL.onnx")
-    return f"rebuild it here from the ONNX: msdeploy export engine {onnx} --force (engines are not portable)"
+    target = sidecar.get("target", "tensorrt")
+    extra = f" --target {target}" if target != "tensorrt" else ""
+    if compute_capability and sidecar.get("compute_capabilities"):
+        extra += f" --compute-capability {compute_capability}"
+    return f"rebuild it from the ONNX: msdeploy export engine {onnx}{extra} --force (engines are not portable)"
+
+
+def runtime_cache_path(engine_path: str | Path) -> Path:
+    """model.engine -> model.engine.runtime-cache: TensorRT-RTX's just-in-time kernels for this GPU."""
+    return Path(engine_path).with_name(Path(engine_path).name + ".runtime-cache")
 
 
 class TensorRTRunner(Runner):
@@ -58,7 +74,8 @@ class TensorRTRunner(Runner):
         sidecar = read_engine_sidecar(path)
         super().__init__(path, engine_metadata(sidecar))
         self.sidecar = sidecar
-        self.trt = trt or import_tensorrt()
+        self.trt = trt or import_tensorrt(sidecar.get("target", "tensorrt"))
+        self.features = TensorRTFeatures.detect(self.trt)
         self.cuda = cuda or CudaApi()
         self._check_compatible()
 
@@ -66,8 +83,12 @@ class TensorRTRunner(Runner):
         self._trt_runtime: trt_api.Runtime = start_tensorrt(self.trt.Runtime, self._logger, "its runtime")
         self.engine: trt_api.ICudaEngine | None = self._trt_runtime.deserialize_cuda_engine(Path(path).read_bytes())
         if self.engine is None:
-            raise UserError(f"TensorRT could not load {path}; {_rebuild_hint(sidecar)}")
-        self.context: trt_api.IExecutionContext = self.engine.create_execution_context()
+            raise UserError(f"{self.features.name} could not load {path}; {_rebuild_hint(sidecar)}")
+        self._runtime_cache = None
+        if self.features.runtime_cache:
+            self.context = self._context_with_runtime_cache()
+        else:
+            self.context = self.engine.create_execution_context()
         self._inputs: list[TensorSpec] = []
         self._outputs: list[TensorSpec] = []
         self.profile: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {}
@@ -90,16 +111,50 @@ class TensorRTRunner(Runner):
         self._graphs: dict[tuple, int] = {}
         self.last_gpu_ms: float | None = None  # GPU time of the last call (CUDA events; no copies)
 
+    def _context_with_runtime_cache(self):
+        """TensorRT-RTX: an execution context whose just-in-time kernels are read from, and later saved
+        to, the runtime cache file beside the engine. The config and cache must outlive the context."""
+        assert self.engine is not None
+        self._runtime_config = self.engine.create_runtime_config()
+        self._runtime_cache = self._runtime_config.create_runtime_cache()
+        cache_file = runtime_cache_path(self.path)
+        if cache_file.is_file() and not self._runtime_cache.deserialize(cache_file.read_bytes()):
+            # another GPU, driver or TensorRT-RTX version: TensorRT-RTX compiles the kernels again
+            log.warning("runtime cache %s does not match this GPU or driver; kernels are compiled again", cache_file)
+        self._runtime_config.set_runtime_cache(self._runtime_cache)
+        return self.engine.create_execution_context(self._runtime_config)
+
+    def save_runtime_cache(self) -> Path | None:
+        """Write the just-in-time kernels compiled so far beside the engine (also done on close)."""
+        if self._runtime_cache is None:
+            return None
+        cache_file = runtime_cache_path(self.path)
+        write_bytes_atomic(cache_file, bytes(self._runtime_cache.serialize()))
+        return cache_file
+
     def _check_compatible(self) -> None:
-        built_trt = self.sidecar.get("tensorrt")
-        here_trt = str(getattr(self.trt, "__version__", "unknown"))
-        if built_trt != here_trt:
+        target = self.sidecar.get("target", "tensorrt")
+        if target != self.features.target:
             raise UserError(
-                f"{self.path} was built with TensorRT {built_trt}, this machine has {here_trt}; "
+                f"{self.path} is a {TARGETS[target].label} engine, but the module given is {self.features.name}; "
                 + _rebuild_hint(self.sidecar)
             )
-        built = self.sidecar.get("gpu", {})
+        built_trt = self.sidecar.get("tensorrt")
+        if built_trt != self.features.version:
+            raise UserError(
+                f"{self.path} was built with {TARGETS[target].label} {built_trt}, this machine has "
+                f"{self.features.version}; " + _rebuild_hint(self.sidecar)
+            )
         here = self.cuda.device()
+        targets = self.sidecar.get("compute_capabilities") or []
+        if targets:  # TensorRT-RTX: built ahead of time for a list of GPUs
+            if here.compute_capability not in targets:
+                raise UserError(
+                    f"{self.path} was built for compute capabilities {', '.join(targets)}; this GPU is {here.name} "
+                    f"({here.compute_capability}); " + _rebuild_hint(self.sidecar, here.compute_capability)
+                )
+            return
+        built = self.sidecar.get("gpu") or {}
         if built.get("compute_capability") != here.compute_capability:
             raise UserError(
                 f"{self.path} was built for {built.get('name')} (compute capability "
@@ -191,9 +246,14 @@ class TensorRTRunner(Runner):
         self._graphs.clear()
 
     def close(self) -> None:
-        """Free device memory, graphs, events and the stream (also done when the runner is collected)."""
+        """Save the runtime cache (TensorRT-RTX); free device memory, graphs, events and the stream (also
+        done when the runner is collected)."""
         if getattr(self, "_closed", True):  # closed, or __init__ failed before the stream existed
             return
+        try:
+            self.save_runtime_cache()
+        except OSError as exc:  # a read-only folder must not stop the clean-up
+            log.warning("could not save the runtime cache beside %s: %s", self.path, exc)
         self._drop_graphs()
         for buffer in self._buffers.values():
             buffer.release()

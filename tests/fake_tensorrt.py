@@ -1,8 +1,10 @@
 """A recording fake of the `tensorrt` module and of our CUDA layer, for testing OUR logic only.
 
 It mimics the API surface that export/tensorrt_build.py and runtime/tensorrt_backend.py use, with the
-feature sets of TensorRT 10 (weak-typing flags and the implicit INT8 calibrator present) and 11 (both
-removed). Every call is recorded. "Engines" are JSON that name the ONNX file; the fake execution
+feature sets of TensorRT 10 (weak-typing flags and the implicit INT8 calibrator present), 11 (both
+removed) and TensorRT-RTX (`rtx=True`: compute-capability targets, a runtime cache; the builder
+itself is tested for real in tests/test_tensorrt_rtx.py, the fake covers running its engines, which
+needs a GPU). Every call is recorded. "Engines" are JSON that name the ONNX file; the fake execution
 context runs that ONNX with ONNX Runtime on bytes in fake device memory, so address binding, buffer
 growth, copies and CUDA-graph replay are exercised for real. None of this says TensorRT works.
 """
@@ -126,6 +128,9 @@ class Recorder:
     dla: tuple | None = None
     parser_flags: list[str] = field(default_factory=list)
     timing_cache_in: bytes | None = None
+    timing_cache_calls: int = 0
+    compute_capabilities: list[str] = field(default_factory=list)
+    runtime_cache_in: bytes | None = None
     calibration_batches: int = 0
     calibration_cache_read: bool = False
     builds: int = 0
@@ -135,20 +140,32 @@ def make_fake_tensorrt(
     version: str = "10.3.0",
     *,
     legacy: bool = True,
+    rtx: bool = False,
     dla_cores: int = 0,
     parser_flags: tuple[str, ...] = (),
+    activation_bytes: int = 300 << 20,
     cuda: FakeCuda,
 ):
-    """A module-like object with TensorRT 10's (legacy=True) or 11's (legacy=False) feature set;
-    `parser_flags` names the OnnxParserFlag members it has beyond those we never set."""
+    """A module-like object with TensorRT 10's (legacy=True), 11's (legacy=False) or TensorRT-RTX's
+    (rtx=True) feature set; `parser_flags` names the OnnxParserFlag members it has beyond those we
+    never set; the builder logs `activation_bytes` as the engine's activation memory."""
     rec = Recorder()
-    trt = types.ModuleType("tensorrt")
+    legacy = legacy and not rtx
+    trt = types.ModuleType("tensorrt_rtx" if rtx else "tensorrt")
     trt.__version__ = version
     trt.recorder = rec
+
+    class Severity(Enum):
+        ERROR = 1
+        WARNING = 2
+        INFO = 3
+        VERBOSE = 4
 
     class ILogger:
         def __init__(self) -> None:
             pass
+
+    ILogger.Severity = Severity
 
     class NetworkDefinitionCreationFlag(Enum):
         EXPLICIT_BATCH = 0
@@ -158,10 +175,10 @@ def make_fake_tensorrt(
             return self.value
 
     flag_names = ["GPU_FALLBACK", "TF32"] + (["FP16", "INT8"] if legacy else [])
+    trt.DeviceType = types.SimpleNamespace(GPU="GPU", DLA="DLA")
     trt.BuilderFlag = types.SimpleNamespace(**{n: n for n in flag_names})
     trt.NetworkDefinitionCreationFlag = NetworkDefinitionCreationFlag
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
-    trt.DeviceType = types.SimpleNamespace(GPU="GPU", DLA="DLA")
     trt.TensorIOMode = TensorIOMode
     trt.ILogger = ILogger
     trt.nptype = lambda dtype: dtype.value
@@ -169,6 +186,35 @@ def make_fake_tensorrt(
     trt.OnnxParserFlag = types.SimpleNamespace(
         NATIVE_INSTANCENORM="NATIVE_INSTANCENORM", **{f: f for f in parser_flags}
     )
+
+    if rtx:
+        trt.ComputeCapability = Enum("ComputeCapability", ["NONE", "CURRENT", "SM75", "SM80", "SM86", "SM89", "SM120"])
+
+        class IRuntimeCache:
+            def __init__(self) -> None:
+                self.data = b""
+
+            def deserialize(self, data: bytes) -> bool:
+                rec.runtime_cache_in = bytes(data)
+                self.data = bytes(data)
+                return data.startswith(b"rtx-kernels")
+
+            def serialize(self) -> bytes:
+                return b"rtx-kernels" + self.data[len(b"rtx-kernels") :] + b"+compiled"
+
+        class IRuntimeConfig:
+            def __init__(self) -> None:
+                self.cache = None
+
+            def create_runtime_cache(self) -> IRuntimeCache:
+                return IRuntimeCache()
+
+            def set_runtime_cache(self, cache: IRuntimeCache) -> bool:
+                self.cache = cache
+                return True
+
+        trt.IRuntimeCache = IRuntimeCache
+        trt.IRuntimeConfig = IRuntimeConfig
 
     if legacy:
 
@@ -179,9 +225,17 @@ def make_fake_tensorrt(
         trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
 
     class Network:
+        num_layers = 42
+
         def __init__(self, flags: int) -> None:
             self.flags = flags
             self.onnx: str | None = None
+
+        @property
+        def num_inputs(self) -> int:
+            return int(self.onnx is not None)
+
+        num_outputs = num_inputs
 
     class Profile:
         def __init__(self) -> None:
@@ -198,6 +252,8 @@ def make_fake_tensorrt(
             return self.data + b"+timings"
 
     class Config:
+        num_compute_capabilities = 0
+
         def __init__(self) -> None:
             self.profiles: list[Profile] = []
             self.int8_calibrator = None
@@ -221,7 +277,14 @@ def make_fake_tensorrt(
             rec.calibration_profile = next(iter(profile.shapes.values()))
             return True
 
+        def set_compute_capability(self, cc, index: int) -> bool:
+            if index >= self.num_compute_capabilities:
+                return False
+            rec.compute_capabilities.append(cc.name)
+            return True
+
         def create_timing_cache(self, data: bytes) -> TimingCache:
+            rec.timing_cache_calls += 1
             rec.timing_cache_in = bytes(data)
             return TimingCache(bytes(data))
 
@@ -280,6 +343,8 @@ def make_fake_tensorrt(
                     while calibrator.get_batch(["image"]) is not None:
                         rec.calibration_batches += 1
                     calibrator.write_calibration_cache(b"TRT-fake-EntropyCalibration2\nimage: 3c000000\n")
+            self.logger.log(Severity.INFO, f"Total Activation Memory: {activation_bytes} bytes")
+            self.logger.log(Severity.INFO, "Total Weights Memory: 1048576 bytes")
             profile = config.profiles[0].shapes
             return json.dumps({"fake_engine": version, "onnx": network.onnx, "profile": profile}).encode()
 
@@ -360,9 +425,15 @@ def make_fake_tensorrt(
                 self._out_shapes[key] = {o.name: v.shape for o, v in zip(self.session.get_outputs(), outs)}
             return self._out_shapes[key][name]
 
-        def create_execution_context(self) -> ExecutionContext:
+        def create_execution_context(self, runtime_config=None) -> ExecutionContext:
             self.context = ExecutionContext(self)
+            self.runtime_config = runtime_config
             return self.context
+
+        if rtx:
+
+            def create_runtime_config(self):
+                return trt.IRuntimeConfig()
 
     class Runtime:
         def __init__(self, logger) -> None:

@@ -89,7 +89,7 @@ def test_board_flow_with_the_fake_tensorrt(bundle, monkeypatch, tmp_path):
     cuda = FakeCuda()
     trt = make_fake_tensorrt("10.3.0", legacy=True, dla_cores=2, cuda=cuda)
     for module in (tb, tbe, tc):
-        monkeypatch.setattr(module, "import_tensorrt", lambda: trt)
+        monkeypatch.setattr(module, "import_tensorrt", lambda target=None: trt)
     for module in (tb, tbe, runtime.cuda):
         monkeypatch.setattr(module, "CudaApi", lambda: cuda)
     monkeypatch.chdir(board)

@@ -298,7 +298,7 @@ def test_cli_export_engine_with_the_fake(model, monkeypatch):
     from msdeploy.cli import main
 
     trt, cuda = fakes("10.3.0")
-    monkeypatch.setattr(tb, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(tb, "import_tensorrt", lambda target=None: trt)
     monkeypatch.setattr(tb, "CudaApi", lambda: cuda)
     result = CliRunner().invoke(
         main, ["export", "engine", str(model), "--precision", "fp16", "--batch", "1,4", "--workspace", "2G"]
@@ -322,7 +322,7 @@ def test_selftest_orchestration_with_the_fake(tmp_path, monkeypatch):
 
     trt, cuda = fakes("10.3.0")
     for module in (tb, tbe, tc):
-        monkeypatch.setattr(module, "import_tensorrt", lambda: trt)
+        monkeypatch.setattr(module, "import_tensorrt", lambda target=None: trt)
     for module in (tb, tbe, runtime.cuda):
         monkeypatch.setattr(module, "CudaApi", lambda: cuda)
     passed = run_selftest(tmp_path / "work", tmp_path / "results", ("hierarchical",), 3, "test", cuda_graphs=True)
