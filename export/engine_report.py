@@ -151,8 +151,12 @@ class BuildReport:
             "'fused attention': the builder's fused multi-head-attention kernels (Q.K^T, softmax, .V in one).",
         )
 
-    def summary_table(self) -> Table:
+    def precision_counts(self) -> str:
+        """'Int8 240, Half 48': compute layers by the type their arithmetic reads."""
         kinds = Counter(layer.precision for layer in self.compute_layers())
+        return ", ".join(f"{k} {v}" for k, v in kinds.most_common()) or "-"
+
+    def summary_table(self) -> Table:
         rows = [
             ["builder", self.builder],
             ["ONNX", self.onnx],
@@ -161,7 +165,7 @@ class BuildReport:
             ["compute capabilities", ", ".join(self.compute_capabilities or []) or "the build GPU's"],
             ["network layers (parsed)", str(self.network_layers)],
             ["engine layers", str(len(self.layers)) if self.layers else "-"],
-            ["compute layers by precision", ", ".join(f"{k} {v}" for k, v in kinds.most_common()) or "-"],
+            ["compute layers by precision", self.precision_counts()],
             ["fused attention kernels", str(sum(layer.fused_attention for layer in self.layers))],
             ["activation memory", format_bytes(self.memory.get("activation_bytes"))],
             ["weights memory", format_bytes(self.memory.get("weights_bytes"))],

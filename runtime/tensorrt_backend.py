@@ -149,9 +149,17 @@ class TensorRTRunner(Runner):
         targets = self.sidecar.get("compute_capabilities") or []
         if targets:  # TensorRT-RTX: built ahead of time for a list of GPUs
             if here.compute_capability not in targets:
+                built_for = f"{self.path} was built for compute capabilities {', '.join(targets)}"
+                if here.compute_capability not in self.features.compute_capabilities:
+                    onnx = self.sidecar.get("onnx", {}).get("file", "MODEL.onnx")
+                    raise UserError(
+                        f"{built_for}; this GPU, {here.name} ({here.compute_capability}), is not one "
+                        f"{self.features.name} builds for. Build with TensorRT on it: msdeploy export engine {onnx} "
+                        "--target tensorrt"
+                    )
                 raise UserError(
-                    f"{self.path} was built for compute capabilities {', '.join(targets)}; this GPU is {here.name} "
-                    f"({here.compute_capability}); " + _rebuild_hint(self.sidecar, here.compute_capability)
+                    f"{built_for}; this GPU is {here.name} ({here.compute_capability}); "
+                    + _rebuild_hint(self.sidecar, here.compute_capability)
                 )
             return
         built = self.sidecar.get("gpu") or {}

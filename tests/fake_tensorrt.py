@@ -449,6 +449,7 @@ def make_fake_tensorrt(
             return Engine(blob)
 
     trt.Builder = Builder
+    trt.IBuilderConfig = Config
     trt.OnnxParser = OnnxParser
     trt.Runtime = Runtime
     return trt

@@ -46,8 +46,8 @@ def with_precision(model: Path, precision: str) -> Path:
     return target
 
 
-def fakes(version="10.3.0", legacy=True, **kw):
-    cuda = FakeCuda()
+def fakes(version="10.3.0", legacy=True, device=None, **kw):
+    cuda = FakeCuda(device)
     return make_fake_tensorrt(version, legacy=legacy, cuda=cuda, **kw), cuda
 
 
@@ -352,3 +352,105 @@ def test_selftest_checks_the_legacy_builds_only_where_tensorrt_has_them(tmp_path
     assert labels["10.3.0"] == ["fp32", "fp16", "int8", "fp16 (builder flag)", "int8 (implicit calibrator)"]
     outputs = [v.output.name for v in engine_variants(TensorRTFeatures.detect(fakes()[0]), tmp_path, "absi", *paths)]
     assert len(set(outputs)) == len(outputs)  # no engine overwrites another
+
+
+# ---- TensorRT-RTX engines (the real builder: tests/test_tensorrt_rtx.py; running them needs a GPU) ----
+
+RTX_GPU = DeviceInfo("NVIDIA GeForce RTX 4070", "8.9", 12 << 30, False)
+
+
+def test_rtx_build_targets_compute_capabilities_without_a_timing_cache(model):
+    trt, _ = fakes("1.7.1", rtx=True)
+    no_gpu = FakeCuda()
+    no_gpu.device = lambda: (_ for _ in ()).throw(UserError("no usable CUDA GPU: cudaError 35"))
+    result = build_engine(EngineOptions(model=model, compute_capabilities=("8.6", "12.0")), trt=trt, cuda=no_gpu)
+    assert trt.recorder.compute_capabilities == ["SM86", "SM120"]
+    assert trt.recorder.timing_cache_calls == 0 and result.timing_cache is None  # it would force a GPU query
+    side = result.sidecar
+    assert side["target"] == "tensorrt-rtx" and side["gpu"] is None and side["compute_capabilities"] == ["8.6", "12.0"]
+    assert side["memory"]["activation_bytes"] == 300 << 20 and side["memory"]["weights_bytes"] == 1 << 20
+    assert any("running it needs RTX-class GPUs" in n for n in result.notes)
+    with pytest.raises(UserError, match="no usable CUDA GPU"):  # 'current' is the GPU of this machine
+        build_engine(EngineOptions(model=model, compute_capabilities=("current",), force=True), trt=trt, cuda=no_gpu)
+    trt10, cuda10 = fakes("10.3.0")
+    with pytest.raises(UserError, match="compute-capability targets are for --target tensorrt-rtx"):
+        build_engine(EngineOptions(model=model, compute_capabilities=("8.6",), force=True), trt=trt10, cuda=cuda10)
+    with pytest.raises(UserError, match="--target tensorrt-rtx asked, but the TensorRT module given is TensorRT 10"):
+        build_engine(EngineOptions(model=model, target="tensorrt-rtx", force=True), trt=trt10, cuda=cuda10)
+
+
+def test_rtx_engine_runs_with_a_runtime_cache_kept_beside_it(model):
+    from runtime.tensorrt_backend import runtime_cache_path
+
+    trt, cuda = fakes("1.7.1", rtx=True, device=RTX_GPU)
+    engine = build_engine(EngineOptions(model=model, max_shape=(1, 3, 256, 256)), trt=trt, cuda=cuda).path
+    assert json.loads(sidecar_path(engine).read_text())["gpu"]["name"] == RTX_GPU.name  # built where a GPU was
+    x = np.random.default_rng(1).standard_normal((1, 3, 160, 192), dtype=np.float32)
+    first = TensorRTRunner(str(engine), trt=trt, cuda=cuda)
+    assert first.engine.runtime_config.cache is first._runtime_cache  # the context compiles into our cache
+    np.testing.assert_allclose(first.infer(x)["mask_logits"], ort_outputs(model, x)[0], atol=1e-5)
+    first.close()
+    cache = runtime_cache_path(engine)
+    assert cache.read_bytes() == b"rtx-kernels+compiled" and trt.recorder.runtime_cache_in is None
+    second = TensorRTRunner(str(engine), trt=trt, cuda=cuda)  # the kernels compiled last time are loaded
+    assert trt.recorder.runtime_cache_in == b"rtx-kernels+compiled"
+    second.close()
+
+
+def test_rtx_engine_on_a_gpu_it_was_not_built_for_is_refused_with_the_fix(model):
+    trt, _ = fakes("1.7.1", rtx=True)
+    engine = build_engine(EngineOptions(model=model), trt=trt, cuda=FakeCuda(RTX_GPU)).path
+    turing = FakeCuda(DeviceInfo("NVIDIA GeForce RTX 2080", "7.5"))
+    with pytest.raises(UserError, match=r"8.6, 8.9, 12.0, 12.1; this GPU is .*--compute-capability 7.5 --force"):
+        TensorRTRunner(str(engine), trt=trt, cuda=turing)
+    with pytest.raises(UserError, match=r"not one TensorRT-RTX 1.7.1 builds for.*--target tensorrt"):
+        TensorRTRunner(str(engine), trt=trt, cuda=FakeCuda(DeviceInfo("NVIDIA H200", "9.0")))
+    plain, cuda = fakes("1.7.1")  # a TensorRT module of the same version: not the engine's builder
+    with pytest.raises(UserError, match="is a TensorRT-RTX engine, but the module given is TensorRT 1.7.1"):
+        TensorRTRunner(str(engine), trt=plain, cuda=cuda)
+
+
+def test_memory_budget_from_the_option_the_board_or_the_gpu(model):
+    from export.boards import BOARDS
+
+    huge = 4 << 30
+    trt, cuda = fakes("1.7.1", rtx=True, activation_bytes=huge, device=RTX_GPU)
+    with pytest.raises(UserError, match=r"needs 4.00 GiB .*budget is 3.00 GiB \(board orin-nano.*Nothing was written"):
+        build_engine(EngineOptions(model=model, board="orin-nano"), trt=trt, cuda=cuda)
+    with pytest.raises(UserError, match=r"budget is 1.00 GiB \(--memory-budget\)"):
+        build_engine(EngineOptions(model=model, memory_budget=1 << 30), trt=trt, cuda=cuda)
+    assert not list(model.parent.glob("*.engine*"))
+    fits = build_engine(EngineOptions(model=model, board="agx-orin"), trt=trt, cuda=cuda)  # 24 GiB
+    assert fits.sidecar["settings"]["memory_budget"]["bytes"] == BOARDS["agx-orin"].budget
+    # no option: 90% of a desktop GPU's memory (12 GiB here), 3/8 of a Jetson's shared memory
+    default = build_engine(EngineOptions(model=model, force=True), trt=trt, cuda=cuda).sidecar["settings"]
+    assert default["memory_budget"]["bytes"] == int(0.9 * (12 << 30))
+    orin = FakeCuda(DeviceInfo("Orin", "8.7", 8 << 30, True))
+    trt10, _ = fakes("10.3.0", activation_bytes=huge)
+    with pytest.raises(UserError, match=r"budget is 3.00 GiB \(38% of Orin's memory\)"):
+        build_engine(EngineOptions(model=model, force=True), trt=trt10, cuda=orin)
+
+
+def test_build_report_from_the_builder_log(model):
+    from export.engine_report import parse_layers
+
+    rtx_line = (
+        "Name: node_conv2d_69_myl0_11, LayerType: correlation, Inputs: [ { Name: x, Dimensions: [-1,32,-1,-1], "
+        "Datatype: Int8, Format: (Linear) }], Constants: [ { Name: w, Dimensions: [32,32,8,8], Datatype: Int8, "
+        "Format: (NHWC) }, { Name: b, Dimensions: [1,32,1,1], Datatype: Float, Format: (NHWC) }], Outputs: [ { "
+        "Name: y, Dimensions: [-1,32,-1,-1], Datatype: Half, Format: (NHWC) }], TacticName: __myelin_CASK_STUB, "
+        "StreamId: 0, Metadata: [ONNX Layer: node_conv2d_69][ONNX Layer: node_add_1]"
+    )
+    trt_line = "Layer(CaskConvolution): conv1 + relu1, Tactic: 0x1f, x (Half[1,3:8,352,352]) -> y (Half[1,64:8,88,88])"
+    layers = parse_layers([f"Layers:\n{rtx_line}\nI/O Tensors:\n", f"Engine Layer Information:\n{trt_line}"])
+    assert [(la.kind, la.inputs, la.weights, la.outputs, la.onnx_nodes) for la in layers] == [
+        ("correlation", ("Int8",), ("Int8", "Float"), ("Half",), ("node_conv2d_69", "node_add_1")),
+        ("CaskConvolution", ("Half",), (), ("Half",), ("conv1", "relu1")),
+    ]
+    assert [la.precision for la in layers] == ["Int8", "Half"]
+
+    trt, cuda = fakes("1.7.1", rtx=True)
+    result = build_engine(EngineOptions(model=model, report=True), trt=trt, cuda=FakeCuda(RTX_GPU))
+    md = result.report_files[0].read_text()
+    assert "| activation memory | 300.00 MiB |" in md and "printed none for this build" in md
+    assert json.loads(result.report_files[1].read_text())["memory"]["weights_bytes"] == 1 << 20

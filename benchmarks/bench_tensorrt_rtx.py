@@ -1,0 +1,219 @@
+"""What NVIDIA's TensorRT-RTX parser and builder make of our graphs, built ahead of time on this CPU.
+
+1. Per fusion x precision (pvt_v2_b2 by default: the guide's network), the default engine profile
+   (128..1024, batch 1): parses or not, network and engine layers, compute layers by precision,
+   fused attention kernels, build time, engine size, activation and weights memory, warnings. The
+   precisions are FP32, FP16, INT8 (TensorRT layout: FP16 float islands) and INT8 with FP32 float
+   islands (`--high-precision fp32`, the layout before the builder showed what it costs).
+2. Activation memory against the profile's largest side and batch, per backbone and fusion, for the
+   FP16 and INT8 graphs: what decides which profile fits a board (export/boards.py).
+
+Writes docs/results/tensorrt-rtx-<backbone>.md/json and docs/results/tensorrt-rtx-memory.md/json.
+Models are random-init (the builder's choices do not depend on the weights) and kept in --work.
+
+    python benchmarks/bench_tensorrt_rtx.py [--backbone pvt_v2_b2] [--memory-backbones pvt_v2_b0,pvt_v2_b2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from export.boards import format_bytes  # noqa: E402
+from runtime.bench_report import Table  # noqa: E402
+from runtime.environment import stamp  # noqa: E402
+from runtime.files import write_bytes_atomic, write_json_atomic  # noqa: E402
+
+FUSIONS = ("hierarchical", "absi")
+# label -> (ONNX variant, --high-precision of the INT8 layout)
+PRECISIONS = {
+    "fp32": ("fp32", None),
+    "fp16": ("fp16", None),
+    "int8": ("int8", "fp16"),
+    "int8 (fp32 islands)": ("int8", "fp32"),
+}
+
+
+def variant(backbone: str, fusion: str, label: str, work: Path, calib: Path, count: int) -> Path:
+    """The ONNX file of one precision, made once and kept in `work`."""
+    from calibration.quantize import Int8Options, quantize_int8
+    from export.onnx_export import ExportOptions, export_onnx
+    from export.precision import convert_fp16
+
+    fp32 = work / f"{backbone}_{fusion}.onnx"
+    if not fp32.exists():
+        print(f"exporting {fp32.name}", flush=True)
+        export_onnx(ExportOptions(backbone=backbone, fusion=fusion, output=fp32))
+    kind, islands = PRECISIONS[label]
+    if kind == "fp32":
+        return fp32
+    path = work / f"{backbone}_{fusion}.{kind}{'-' + islands if islands else ''}.onnx"
+    if not path.exists():
+        print(f"writing {path.name}", flush=True)
+        if kind == "fp16":
+            convert_fp16(fp32, path)
+        else:
+            options = Int8Options(model=fp32, calib_data=calib, calib_count=count, float_precision=islands, output=path)
+            quantize_int8(options)
+    return path
+
+
+def build(model: Path, engine: Path, max_shape: tuple[int, ...] | None = None, report: bool = True):
+    """One ahead-of-time TensorRT-RTX build; (result, None) or (None, the refusal)."""
+    from export.tensorrt_build import EngineOptions, build_engine
+    from runtime.errors import UserError
+
+    options = EngineOptions(
+        model=model, target="tensorrt-rtx", max_shape=max_shape, output=engine, force=True, report=report
+    )
+    try:
+        return build_engine(options), None
+    except UserError as exc:
+        return None, str(exc)
+
+
+def survey(backbone: str, work: Path, calib: Path, count: int) -> tuple[list[Table], list[dict]]:
+    """The builds table, one precision table per engine, and the records for the JSON file."""
+    rows, records, precision_tables = [], [], []
+    for fusion in FUSIONS:
+        for label in PRECISIONS:
+            model = variant(backbone, fusion, label, work, calib, count)
+            print(f"building {fusion} {label}", flush=True)
+            result, refusal = build(model, work / "engines" / (model.name[: -len(".onnx")] + ".engine"))
+            if result is None:
+                rows.append([fusion, label, "no", *["-"] * 9])
+                records.append({"fusion": fusion, "precision": label, "parsed": False, "error": refusal})
+                continue
+            report = result.report
+            rows.append(
+                [
+                    fusion,
+                    label,
+                    "yes",
+                    str(report.network_layers),
+                    str(len(report.layers)),
+                    report.precision_counts(),
+                    str(sum(layer.fused_attention for layer in report.layers)),
+                    f"{report.build_seconds:.0f}",
+                    format_bytes(report.engine_bytes),
+                    format_bytes(report.memory["activation_bytes"]),
+                    format_bytes(report.memory["weights_bytes"]),
+                    str(sum(n for _, n in report.warnings)),
+                ]
+            )
+            records.append({"fusion": fusion, "precision": label, "parsed": True, **report.as_dict()})
+            table = report.precision_table()
+            table.title = f"{fusion} {label}: engine compute layers by precision"
+            precision_tables.append(table)
+    builds = Table(
+        f"{backbone}: TensorRT-RTX builds (profile 1x3x128x128 .. 1x3x1024x1024, opt 352)",
+        [
+            "fusion",
+            "precision",
+            "parses",
+            "network layers",
+            "engine layers",
+            "compute layers by precision",
+            "fused attention",
+            "build s",
+            "engine",
+            "activations",
+            "weights",
+            "warnings",
+        ],
+        rows,
+        "Activation memory is for the profile's largest shape. 'int8': the TensorRT INT8 layout (Q/DQ on "
+        "Conv/MatMul/Gemm inputs, unquantized layers in FP16); 'int8 (fp32 islands)': the same Q/DQ with the "
+        "unquantized layers left in FP32 (`msdeploy quantize --high-precision fp32`). Build time on this "
+        "machine, single-threaded builder.",
+    )
+    return [builds, *precision_tables], records
+
+
+def memory_sweep(backbones, sides, batches, precisions, work, calib, count) -> tuple[list[Table], list[dict]]:
+    tables, records = [], []
+    for backbone in backbones:
+        for label in precisions:
+            rows = []
+            for fusion in FUSIONS:
+                model = variant(backbone, fusion, label, work, calib, count)
+                row = [fusion]
+                for batch in batches:
+                    for side in sides:
+                        print(f"memory: {backbone} {fusion} {label} batch {batch} side {side}", flush=True)
+                        engine = work / "engines" / "sweep.engine"
+                        result, refusal = build(model, engine, (batch, 3, side, side), report=False)
+                        memory = result.sidecar["memory"] if result else {}
+                        row.append(format_bytes(memory.get("activation_bytes")) if result else "refused")
+                        records.append(
+                            {
+                                "backbone": backbone,
+                                "fusion": fusion,
+                                "precision": label,
+                                "batch": batch,
+                                "max_side": side,
+                                **memory,
+                                "error": refusal,
+                            }
+                        )
+                rows.append(row)
+            columns = ["fusion"] + [f"b{b} {s}" for b in batches for s in sides]
+            tables.append(
+                Table(
+                    f"{backbone} {label}: activation memory by the profile's largest batch (b) and side",
+                    columns,
+                    rows,
+                    "Profile 128x128 .. max, opt 352 (or the max, if smaller). Weights come on top "
+                    "(see the builds table).",
+                )
+            )
+    return tables, records
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="pvt_v2_b2")
+    parser.add_argument("--memory-backbones", default="pvt_v2_b0,pvt_v2_b2")
+    parser.add_argument("--sides", default="352,512,768,1024")
+    parser.add_argument("--batches", default="1,4")
+    parser.add_argument("--memory-precisions", default="fp16,int8")
+    parser.add_argument("--calib-count", type=int, default=8)
+    parser.add_argument("--work", type=Path, default=ROOT / ".bench-rtx")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
+    args = parser.parse_args()
+    command = " ".join(["python", "benchmarks/bench_tensorrt_rtx.py", *sys.argv[1:]])
+
+    from calibration.synthetic import write_dataset
+    from runtime.tensorrt_common import import_tensorrt
+
+    import_tensorrt("tensorrt-rtx")  # refuses with the install hint before any export
+    (args.work / "engines").mkdir(parents=True, exist_ok=True)
+    args.output.mkdir(parents=True, exist_ok=True)
+    calib = args.work / "calib"
+    if not calib.exists():
+        write_dataset(calib, args.calib_count, size=(352, 352), seed=1)
+
+    tables, build_records = survey(args.backbone, args.work, calib / "images", args.calib_count)
+    text = [f"# TensorRT-RTX builds of {args.backbone}", "", stamp(command), ""]
+    text += [t.markdown() + "\n" for t in tables]
+    write_bytes_atomic(args.output / f"tensorrt-rtx-{args.backbone}.md", "\n".join(text).encode())
+    write_json_atomic(args.output / f"tensorrt-rtx-{args.backbone}.json", {"command": command, "builds": build_records})
+
+    sides = [int(s) for s in args.sides.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
+    backbones = [b for b in args.memory_backbones.split(",") if b]
+    precisions = [p for p in args.memory_precisions.split(",") if p]
+    tables, records = memory_sweep(backbones, sides, batches, precisions, args.work, calib / "images", args.calib_count)
+    text = ["# TensorRT-RTX: activation memory by profile", "", stamp(command), ""]
+    text += [t.markdown() + "\n" for t in tables]
+    write_bytes_atomic(args.output / "tensorrt-rtx-memory.md", "\n".join(text).encode())
+    write_json_atomic(args.output / "tensorrt-rtx-memory.json", {"command": command, "builds": records})
+    print(f"wrote {args.output}/tensorrt-rtx-{args.backbone}.md and tensorrt-rtx-memory.md")
+
+
+if __name__ == "__main__":
+    main()
