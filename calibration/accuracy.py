@@ -220,6 +220,7 @@ def quantization_sensitivity(
                 return float_outputs.get(node.name, [name] * (index + 1))[index]
             name = node.input[0]
         return name
+
     for node in q_model.graph.node:
         if node.op_type == "QuantizeLinear" and node.input[0] not in inits and node.input[1] in inits:
             zp = inits[node.input[2]] if len(node.input) > 2 and node.input[2] in inits else np.zeros((), np.uint8)

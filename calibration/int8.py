@@ -243,6 +243,9 @@ def quantize_model(
     if float_precision not in (None, *FLOAT_PRECISIONS):
         raise UserError(f"unknown float precision {float_precision!r}; choose one of {', '.join(FLOAT_PRECISIONS)}")
     layout = LAYOUTS[target]
+    if target == "cpu" and float_precision == "fp16":
+        # Casts between the Q/DQ pairs would keep ONNX Runtime from fusing them into its integer kernels
+        raise UserError("the cpu INT8 layout keeps its unquantized layers FP32; drop --high-precision fp16")
     model = load_model_with_shape_infer(Path(model_path))
     excluded = select_excluded((n.name for n in model.graph.node), exclude)
     if not (layout.quantize_attention if quantize_attention is None else quantize_attention):

@@ -14,9 +14,10 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from export.boards import DEFAULT_BOARD, board, format_bytes
 from runtime.errors import UserError
 from runtime.files import move_dir_into_place, sha256_file, write_bytes_atomic, write_json_atomic
 from runtime.metadata import model_sha256, read_sidecar, sidecar_path
@@ -39,7 +40,8 @@ class BundleOptions:
     weights: Path | None = None  # the checkpoint MODEL came from: the FP16 variant is checked against it
     batches: tuple[int, ...] = (1,)
     max_size: int | None = None  # largest image side (default 1024); lower it on 8 GB boards. Not for DLA
-    workspace: str = "2G"  # builder workspace limit written into the build command
+    board: str = DEFAULT_BOARD  # export.boards: the memory budget the build on the board checks
+    workspace: str | None = None  # builder workspace limit written into the build command [the board's]
     dla_core: int | None = None
     wheel: bool = True
     command: str = ""
@@ -67,6 +69,12 @@ def _check(options: BundleOptions) -> None:
         raise UserError(
             f"--engine-precision {options.engine_precision} is not among the bundled precisions "
             f"({', '.join(options.precisions)})"
+        )
+    chosen = board(options.board)
+    if options.dla_core is not None and options.dla_core >= chosen.dla_cores:
+        raise UserError(
+            f"--dla-core {options.dla_core}: the {chosen.description} has {chosen.dla_cores} DLA core(s); "
+            "drop --dla-core, or name the board with --board"
         )
     if options.dla_core is not None and options.max_size is not None:
         raise UserError(
@@ -116,6 +124,8 @@ def create_bundle(options: BundleOptions, progress: Callable[[str], None] | None
 
     say = progress or (lambda message: None)
     _check(options)
+    if options.workspace is None:
+        options = replace(options, workspace=board(options.board).workspace)
     start = time.perf_counter()
     meta = model_metadata(options.model)
     batches = tuple(sorted(set(options.batches)))
@@ -168,6 +178,7 @@ def create_bundle(options: BundleOptions, progress: Callable[[str], None] | None
                     "precision": options.engine_precision,
                     "profile": profile.as_dict(),
                     "workspace": options.workspace,
+                    "board": options.board,
                     "dla_core": options.dla_core,
                     "command": result.build_command,
                 },
@@ -233,7 +244,7 @@ def build_command(model_name: str, profile, options: BundleOptions) -> str:
         parts += ["--max-shape", format_shape(profile.max)]
     else:  # one fixed shape; a later --opt-shape on build_engine.sh's command line replaces it
         parts += ["--opt-shape", format_shape(profile.opt), "--dla-core", str(options.dla_core)]
-    parts += ["--workspace", options.workspace]
+    parts += ["--workspace", str(options.workspace), "--board", options.board]
     parts += ["--output", engine]
     return shlex.join(parts)
 
@@ -251,7 +262,7 @@ def trtexec_command(model_name: str, profile, options: BundleOptions) -> str:
         f"--minShapes={shape(profile.input, format_shape(profile.min))}",
         f"--optShapes={shape(profile.input, format_shape(profile.opt))}",
         f"--maxShapes={shape(profile.input, format_shape(profile.max))}",
-        f"--memPoolSize=workspace:{parse_size(options.workspace) >> 20}M",
+        f"--memPoolSize=workspace:{parse_size(str(options.workspace)) >> 20}M",
     ]
     if options.dla_core is not None:
         parts += [f"--useDLACore={options.dla_core}", "--allowGPUFallback"]
@@ -272,6 +283,7 @@ def board_readme(
     meta, variants: dict[str, Path], engine_model: str, profile, options: BundleOptions, wheel: str | None, command: str
 ) -> str:
     engine = engine_model[: -len(".onnx")] + ".engine"
+    chosen = board(options.board)
     models = "\n".join(
         f"| `{path.name}` | {precision} | {_describe(precision)} |" for precision, path in variants.items()
     )
@@ -292,11 +304,9 @@ def board_readme(
     else:
         sizes = (
             f"Input sizes from {format_shape(profile.min)} to {format_shape(profile.max)} (optimised for "
-            f"{format_shape(profile.opt)}); the runner refuses other sizes with the allowed range. Workspace "
-            f"limit {options.workspace}: on 8 GB boards keep it at 1-2G and lower the largest size "
-            "(`--max-size` when bundling) if the build runs out of memory. The engine runs on the GPU. "
-            "On Orin NX / AGX Orin, `--dla-core 0` (or 1) when bundling offloads to a DLA, with GPU "
-            "fallback, at one fixed size; Orin Nano has no DLA."
+            f"{format_shape(profile.opt)}); the runner refuses other sizes with the allowed range. The engine "
+            "runs on the GPU. On Orin NX / AGX Orin, `--board orin-nx --dla-core 0` (or the AGX's board, core 1) "
+            "when bundling offloads to a DLA, with GPU fallback, at one fixed size; Orin Nano has no DLA."
         )
         bench_sizes = "256,352"
     return f"""# {meta.backbone} {meta.fusion}: deploy bundle
@@ -334,6 +344,13 @@ which runs
 ```
 
 {sizes}
+
+Memory: this bundle is for the {chosen.description} ({format_bytes(chosen.memory)} shared by CPU and
+GPU). The build reads the engine's activation and weights memory from TensorRT's log and refuses an
+engine that needs more than {format_bytes(chosen.budget)} (the board's budget, `--board {chosen.name}`),
+before writing anything, with the figures and the fix: a smaller largest size (`--max-size` when
+bundling, or `--max-shape` here) or batch. Builder workspace limit {options.workspace}. For another
+board, bundle again with `--board`, or pass `--board NAME` / `--memory-budget SIZE` to this script.
 
 The same build with TensorRT's own tool (its engine has no msdeploy sidecar; use it to cross-check):
 

@@ -5,8 +5,8 @@ write, and the ONNX nodes each one runs). Written beside the engine as Markdown 
 The listing's format is the builder's: TensorRT-RTX prints one line per layer ("Name: ..., LayerType:
 ..., Inputs: [...], Constants: [...], Outputs: [...], ..., Metadata: [ONNX Layer: ...]") when the
 build asks for detailed profiling verbosity (checked here with the real TensorRT-RTX builder);
-TensorRT prints "Layer(Type): name, Tactic: ..., in (Half[...]) -> out (Half[...])" lines (its
-documented verbose format; unverified here, no GPU).
+TensorRT prints "Layer(Type): name, Tactic: ..., in[Half(1,3,352,352)] -> out[Half(...)]" lines
+(its verbose format as public build logs show it; unverified here, no TensorRT builder).
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ _MEMORY_LINES = {
     "device_persistent_bytes": r"Total Device Persistent Memory: (\d+)",
     "host_persistent_bytes": r"Total Host Persistent Memory: (\d+)",
 }
-# engine layer types that compute (as opposed to copies, casts, reshapes, stream signals)
-COMPUTE_KINDS = ("correlation", "gemm", "runtime_fusion", "Convolution", "CaskConvolution", "Gemm", "MatrixMultiply")
+# engine layer types that compute (as opposed to copies, casts, reshapes, stream signals), by part of
+# the name: TensorRT-RTX's correlation/gemm/runtime_fusion, TensorRT's CaskConvolution,
+# CudaDepthwiseConvolution, FusedConvActConvolution, MatrixMultiply, CaskGemm..., Myelin (a fused subgraph)
+COMPUTE_KINDS = ("correlation", "gemm", "runtime_fusion", "Convolution", "Gemm", "MatrixMultiply", "Myelin")
 _RTX_LAYER = re.compile(
     r"Name: (?P<name>.*?), LayerType: (?P<kind>\w+), Inputs: \[(?P<inputs>.*?)\], "
     r"Constants: \[(?P<weights>.*?)\], Outputs: \[(?P<outputs>.*?)\], TacticName: (?P<tactic>.*?), .*?Metadata: "
@@ -53,7 +55,7 @@ class EngineLayer:
 
     @property
     def computes(self) -> bool:
-        return self.kind in COMPUTE_KINDS or self.fused_attention
+        return any(kind in self.kind for kind in COMPUTE_KINDS) or self.fused_attention
 
     @property
     def precision(self) -> str:
@@ -103,7 +105,8 @@ def _types(tensors: str) -> tuple[str, ...]:
 
 
 def _trt_types(tensors: str) -> tuple[str, ...]:
-    return tuple(re.findall(r"\((\w+)\[", tensors))
+    """'a[Half(1,64,88,88)], b[Float(1,64)]' -> ('Half', 'Float')."""
+    return tuple(re.findall(r"\[(\w+)\(", tensors))
 
 
 def summarize_warnings(warnings: list[str]) -> list[tuple[str, int]]:

@@ -140,6 +140,13 @@ def model_metadata(model: Path) -> ModelMetadata:
             f"{model} has no sidecar {model.name}.json; it holds the size rules and precision of the model. "
             "Copy it with the model, or export again with `msdeploy export onnx`"
         )
+    layout = (data.get("int8") or {}).get("target", "tensorrt")
+    if layout != "tensorrt":
+        # asymmetric UINT8 activations: TensorRT's explicit quantization takes symmetric INT8 only
+        raise UserError(
+            f"{model} holds the {layout} INT8 layout (for ONNX Runtime); TensorRT builds the TensorRT layout: "
+            f"msdeploy quantize FP32_MODEL.onnx --precision int8 --target tensorrt --calib-data DIR"
+        )
     return ModelMetadata.from_dict(data)
 
 
@@ -293,6 +300,11 @@ def check_target(features: TensorRTFeatures, options: EngineOptions) -> None:
             f"--dla-core: {features.name} builds for RTX GPUs, which have no DLA; build on the Jetson "
             "with TensorRT (--target tensorrt)"
         )
+    if options.board is not None and not features.spec.dla:
+        raise UserError(
+            f"--board {options.board}: the board presets are Jetson boards, which {features.name} does not build "
+            "for; pass --memory-budget SIZE for the GPU the engine is for"
+        )
     if options.compute_capabilities and not features.compute_capabilities:
         raise UserError(
             f"--compute-capability: {features.name} builds for the GPU it runs on; "
@@ -360,19 +372,28 @@ def make_config(trt: ModuleType, builder, plan: BuildPlan, options: EngineOption
     return config
 
 
-def set_compute_capabilities(trt: ModuleType, config, features: TensorRTFeatures, asked: Sequence[str]) -> list[str]:
-    """TensorRT-RTX: the GPUs the engine may run on. Nothing asked: the builder's default set, built
-    ahead of time without a GPU. Returns what the sidecar records."""
+def set_compute_capabilities(
+    trt: ModuleType,
+    config: trt_api.IBuilderConfig,
+    features: TensorRTFeatures,
+    asked: Sequence[str],
+    device: DeviceInfo | None,
+) -> list[str]:
+    """TensorRT-RTX: the GPUs the engine may run on, as the sidecar records them ('current' becomes
+    this GPU's). Nothing asked: the builder's default set, built ahead of time without a GPU."""
     if not features.compute_capabilities:
         return []
     if not asked:
         return list(RTX_DEFAULT_COMPUTE_CAPABILITIES)
+    if "current" in asked and len(asked) > 1:
+        raise UserError("--compute-capability current stands alone (this GPU); or list compute capabilities")
     config.num_compute_capabilities = len(asked)
     for index, cc in enumerate(asked):
         member = "CURRENT" if cc == "current" else "SM" + cc.replace(".", "")
         if not config.set_compute_capability(getattr(trt.ComputeCapability, member), index):
             raise UserError(f"{features.name} refused compute capability {cc} (target {index + 1} of {len(asked)})")
-    return list(asked)
+    assert device is not None or "current" not in asked  # build_device needs a GPU for 'current'
+    return [device.compute_capability if cc == "current" and device else cc for cc in asked]
 
 
 def add_profile(trt: ModuleType, builder, config, profile: Profile) -> None:
@@ -418,23 +439,31 @@ def build_serialized(builder, network, config, logger, features: TensorRTFeature
     return bytes(serialized), seconds
 
 
-def check_memory(memory: dict[str, int | None], budget: MemoryBudget | None, profile: Profile) -> str | None:
+def check_memory(
+    memory: dict[str, int | None], budget: MemoryBudget | None, profile: Profile, min_side: int = 32
+) -> str | None:
     """Refuse an engine whose activations and weights exceed the budget (nothing is written); return a
     note when there is no budget to check against."""
     needed = (memory.get("activation_bytes") or 0) + (memory.get("weights_bytes") or 0)
     if budget is None or not needed:
         return None if needed else "the builder did not state the engine's memory; not checked against a budget"
     if needed > budget.bytes:
-        side = profile.max[2:]
         raise UserError(
             f"the engine needs {format_bytes(needed)} for its profile's largest shape {format_shape(profile.max)} "
             f"(activations {format_bytes(memory.get('activation_bytes'))}, weights "
             f"{format_bytes(memory.get('weights_bytes'))}); the budget is {format_bytes(budget.bytes)} "
-            f"({budget.source}). Nothing was written. Lower the largest shape (e.g. --max-shape "
-            f"{profile.max[0]}x3x{side[0] * 3 // 4 // 32 * 32}x{side[1] * 3 // 4 // 32 * 32}) or the largest batch, "
-            "build FP16/INT8 instead of FP32, or raise --memory-budget if the board has room"
+            f"({budget.source}). Nothing was written. {_smaller_profile_hint(profile, min_side)}build FP16/INT8 "
+            "instead of FP32, or raise --memory-budget if the device has room"
         )
     return None
+
+
+def _smaller_profile_hint(profile: Profile, min_side: int) -> str:
+    """'Lower the largest shape (e.g. --max-shape 1x3x768x768) or batch, ' where the profile has a range."""
+    if profile.min == profile.max:
+        return "This fixed shape does not fit: choose a smaller --opt-shape, "
+    smaller = [max(min_side, lo, side * 3 // 4 // 32 * 32) for side, lo in zip(profile.max[2:], profile.min[2:])]
+    return f"Lower the largest shape (e.g. --max-shape {profile.max[0]}x3x{smaller[0]}x{smaller[1]}) or batch, "
 
 
 def engine_sidecar(
@@ -498,15 +527,17 @@ def build_engine(
         # also with a cache: its key holds a fingerprint of the images it was made from
         raise UserError("implicit INT8 needs calibration images: pass --calib-data DIR")
     device = build_device(features, cuda, options)
-    budget = resolve_budget(options.memory_budget, options.board, device)
+    # an ahead-of-time engine is for other GPUs: this machine's memory says nothing about theirs
+    runs_here = not features.spec.builds_without_gpu or "current" in options.compute_capabilities
+    budget = resolve_budget(options.memory_budget, options.board, device if runs_here else None)
     onnx_sha256 = model_sha256(model)
 
     logger = make_logger(trt, keep_layers=options.report)
-    builder: trt_api.Builder = start_tensorrt(trt.Builder, logger, "a builder")
+    builder: trt_api.Builder = start_tensorrt(trt.Builder, logger, "a builder", features.spec.label)
     say(f"parsing {model} with {features.name} ({'strongly' if plan.strongly_typed else 'weakly'} typed)")
     network, _parser = network_from_onnx(trt, builder, logger, model, plan, features, options.dla_core is not None)
     config = make_config(trt, builder, plan, options, options.report)
-    targets = set_compute_capabilities(trt, config, features, options.compute_capabilities)
+    targets = set_compute_capabilities(trt, config, features, options.compute_capabilities, device)
     add_profile(trt, builder, config, profile)
     if options.dla_core is not None:
         configure_dla(trt, builder, config, options.dla_core)
@@ -525,9 +556,9 @@ def build_engine(
     )
     engine_bytes, seconds = build_serialized(builder, network, config, logger, features)
     memory = parse_memory(logger.infos)
-    notes = [n for n in [check_memory(memory, budget, profile)] if n]
+    notes = [n for n in [check_memory(memory, budget, profile, meta.min_size)] if n]
     if budget is None and memory.get("activation_bytes"):
-        notes.append("no memory budget known here (no GPU); pass --board or --memory-budget to check the engine fits")
+        notes.append("no memory budget for the GPUs this engine is for; pass --memory-budget to check it fits")
     if timing is not None:
         timing.save(config)
     if calibration is not None:
@@ -540,6 +571,7 @@ def build_engine(
         "timing_cache": str(timing.path) if timing else None,
         "implicit_int8": calibration.record() if calibration else None,
         "memory_budget": {"bytes": budget.bytes, "source": budget.source} if budget else None,
+        "compute_capabilities_asked": list(options.compute_capabilities),  # []: the builder's default set
     }
     sidecar = engine_sidecar(
         features, device, plan, profile, model, onnx_sha256, seconds, settings, meta, targets, memory

@@ -192,6 +192,13 @@ def _check(options: TritonOptions, meta: ModelMetadata, side: dict) -> None:
                 f"--python-env {env} has no bin/activate; give a virtual environment (or conda env) that "
                 "has multiscale-deploy[serve] installed"
             )
+    if options.backend == "native" and side.get("target", "tensorrt") != "tensorrt":
+        # Triton's tensorrt_plan backend links TensorRT, which cannot load a TensorRT-RTX plan
+        raise UserError(
+            f"{options.model} is a {side['target']} engine, which Triton's tensorrt_plan backend cannot load; "
+            "serve it with --backend python (our runtime loads it), or build a TensorRT engine on the server: "
+            "msdeploy export engine MODEL.onnx --target tensorrt"
+        )
     profile = side.get("profile") if options.model.suffix != ".onnx" else None
     if profile and options.max_batch_size > profile["max"][0]:
         raise UserError(

@@ -355,7 +355,8 @@ def export_engine_cmd(model: Path, **options) -> None:
     type=int,
     help="Largest image side [1024]; lower it on 8 GB boards. A DLA engine takes one size, the model's default.",
 )
-@click.option("--workspace", default="2G", show_default=True, help="Builder workspace limit for the board.")
+@_board_option("The board the bundle is for: its memory budget and workspace [default: orin-nano, 8 GB].")
+@click.option("--workspace", help="Builder workspace limit for the board [default: the board's].")
 @click.option(
     "--dla-core", type=int, help="Build for this DLA core (Orin NX/AGX) at one fixed size, with GPU fallback."
 )
@@ -372,6 +373,7 @@ def export_bundle_cmd(
     weights,
     batches,
     max_size,
+    board,
     workspace,
     dla_core,
     wheel,
@@ -380,10 +382,12 @@ def export_bundle_cmd(
     """One folder to copy to a Jetson or server: MODEL (an FP32 ONNX from `export onnx`) with FP16/INT8
     variants, metadata, calibration cache, the project wheel, a README for the board and
     build_engine.sh, the one command that builds the engine there (engines are not portable)."""
+    from export.boards import DEFAULT_BOARD
     from export.bundle import BundleOptions
     from msdeploy.commands.export_cmds import run_bundle
 
-    _parse_bytes(None, None, workspace)  # a bad size fails here, not on the board
+    if workspace is not None:
+        _parse_bytes(None, None, workspace)  # a bad size fails here, not on the board
     if precisions is None:
         chosen = ("fp32", "fp16", "int8") if calib_data else ("fp32", "fp16")
     else:
@@ -401,6 +405,7 @@ def export_bundle_cmd(
             batches=batches,
             max_size=max_size,
             workspace=workspace,
+            board=board or DEFAULT_BOARD,
             dla_core=dla_core,
             wheel=wheel,
             command=invocation(),

@@ -110,7 +110,9 @@ def _backends(gpus: list[str]) -> list[Backend]:
         _onnxruntime_backend(),
     ]
     # one runner for the engines of both NVIDIA builders; TensorRT-RTX also builds without a GPU
-    builders = {"tensorrt": package_version("tensorrt"), "tensorrt-rtx": package_version("tensorrt-rtx-cu12")}
+    from runtime.tensorrt_common import TARGETS
+
+    builders = {t.name: package_version(t.distribution) for t in TARGETS.values()}
     installed = [f"{name} {version}" for name, version in builders.items() if version]
     if not installed:
         detail = "not installed (JetPack ships TensorRT; desktop: extra [gpu]; RTX GPUs: extra [tensorrt-rtx])"

@@ -55,6 +55,11 @@ def _rebuild_hint(sidecar: dict, compute_capability: str | None = None) -> str:
     return f"rebuild it from the ONNX: msdeploy export engine {onnx}{extra} --force (engines are not portable)"
 
 
+def _capability(text: str) -> tuple[int, ...]:
+    """'12.0' -> (12, 0), so compute capabilities compare as numbers."""
+    return tuple(int(part) for part in text.split("."))
+
+
 def runtime_cache_path(engine_path: str | Path) -> Path:
     """model.engine -> model.engine.runtime-cache: TensorRT-RTX's just-in-time kernels for this GPU."""
     return Path(engine_path).with_name(Path(engine_path).name + ".runtime-cache")
@@ -80,7 +85,9 @@ class TensorRTRunner(Runner):
         self._check_compatible()
 
         self._logger = make_logger(self.trt)
-        self._trt_runtime: trt_api.Runtime = start_tensorrt(self.trt.Runtime, self._logger, "its runtime")
+        self._trt_runtime: trt_api.Runtime = start_tensorrt(
+            self.trt.Runtime, self._logger, "its runtime", self.features.spec.label
+        )
         self.engine: trt_api.ICudaEngine | None = self._trt_runtime.deserialize_cuda_engine(Path(path).read_bytes())
         if self.engine is None:
             raise UserError(f"{self.features.name} could not load {path}; {_rebuild_hint(sidecar)}")
@@ -148,6 +155,13 @@ class TensorRTRunner(Runner):
         here = self.cuda.device()
         targets = self.sidecar.get("compute_capabilities") or []
         if targets:  # TensorRT-RTX: built ahead of time for a list of GPUs
+            asked = (self.sidecar.get("settings") or {}).get("compute_capabilities_asked")
+            if asked == [] and _capability(here.compute_capability) > max(map(_capability, targets)):
+                # the builder's default set also runs on GPUs newer than its newest target (its documentation)
+                log.warning(
+                    "%s runs on %s through forward-compatible code; rebuild for best speed", self.path, here.name
+                )
+                return
             if here.compute_capability not in targets:
                 built_for = f"{self.path} was built for compute capabilities {', '.join(targets)}"
                 if here.compute_capability not in self.features.compute_capabilities:
@@ -260,7 +274,7 @@ class TensorRTRunner(Runner):
             return
         try:
             self.save_runtime_cache()
-        except OSError as exc:  # a read-only folder must not stop the clean-up
+        except Exception as exc:  # a read-only folder or a failed serialization must not stop the clean-up
             log.warning("could not save the runtime cache beside %s: %s", self.path, exc)
         self._drop_graphs()
         for buffer in self._buffers.values():

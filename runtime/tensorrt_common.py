@@ -42,6 +42,7 @@ class TensorRTTarget:
     name: str  # what --target takes
     label: str  # its product name, for messages
     module: str  # the Python module
+    distribution: str  # the pip package whose version says which release is installed
     install: str  # how a user gets it
     runs_on: str  # which GPUs its engines run on, for messages
     builds_without_gpu: bool  # ahead-of-time build for listed compute capabilities (CPU-only AOT)
@@ -56,6 +57,7 @@ TARGETS: dict[str, TensorRTTarget] = {
         "tensorrt",
         "TensorRT",
         "tensorrt",
+        "tensorrt",
         "desktop or server: pip install tensorrt (needs an NVIDIA GPU and driver); Jetson: it comes with "
         "JetPack (python3-libnvinfer)",
         "the GPU model and TensorRT version it was built with",
@@ -67,6 +69,7 @@ TARGETS: dict[str, TensorRTTarget] = {
         "tensorrt-rtx",
         "TensorRT-RTX",
         "tensorrt_rtx",
+        "tensorrt-rtx-cu12",
         "pip install 'multiscale-deploy[tensorrt-rtx]' (NVIDIA's tensorrt-rtx-cu12 wheels; it builds without a GPU)",
         "RTX-class GPUs (GeForce / RTX PRO, Ampere or newer; Turing on request) of the compute capabilities "
         "it was built for, with the same TensorRT-RTX version",
@@ -227,7 +230,7 @@ def make_logger(trt: ModuleType, keep_layers: bool = False):
             kept = {logging.CRITICAL: self.errors, logging.ERROR: self.errors, logging.WARNING: self.warnings}
             if level in kept:
                 kept[level].append(msg)
-            elif level == logging.INFO:
+            elif level == logging.INFO or "Memory" in msg[:80]:  # some releases log the memory figures verbose
                 self.infos.append(msg)
             elif keep_layers and _is_layer_listing(msg):
                 self.layer_listings.append(msg)
@@ -236,7 +239,7 @@ def make_logger(trt: ModuleType, keep_layers: bool = False):
     return Logger()
 
 
-def start_tensorrt(factory: Callable, logger, what: str):
+def start_tensorrt(factory: Callable, logger, what: str, product: str = "TensorRT"):
     """`trt.Builder(logger)` or `trt.Runtime(logger)`, refused with TensorRT's own reason when it could
     not start. Without a usable CUDA, TensorRT 10 raises from the constructor, while the 11.4 runtime
     returns an object around nothing, logs the error, and crashes the process on its first call or when
@@ -246,9 +249,9 @@ def start_tensorrt(factory: Callable, logger, what: str):
     try:
         started = factory(logger)
     except Exception as exc:  # "pybind11::init(): factory function returned nullptr"
-        raise UserError(f"TensorRT could not start {what} (is a GPU visible?): {exc}") from exc
+        raise UserError(f"{product} could not start {what} (is a GPU visible?): {exc}") from exc
     if len(logger.errors) > before:
         for leaked in (started, logger):  # one reference that is never dropped: freeing it would crash
             ctypes.pythonapi.Py_IncRef(ctypes.py_object(leaked))
-        raise UserError(f"TensorRT could not start {what}: {logger.errors[before]}")
+        raise UserError(f"{product} could not start {what}: {logger.errors[before]}")
     return started

@@ -44,7 +44,9 @@ def test_bundle_holds_every_variant_and_the_board_files(bundle):
     assert "FP16: reused" in output and "calibration cache" in output
     assert os.access(board / "build_engine.sh", os.X_OK)
     command = manifest["engine"]["command"]
-    assert "--max-shape 1x3x512x512" in command and "--workspace 2G" in command and "--dla-core" not in command
+    assert "--max-shape 1x3x512x512" in command and "--dla-core" not in command
+    assert "--workspace 2G --board orin-nano" in command  # the default board's budget is checked on the board
+    assert "refuses an\nengine that needs more than 3.00 GiB" in (board / "README.md").read_text()
     assert command in (board / "build_engine.sh").read_text() and command in (board / "README.md").read_text()
     assert "--maxShapes=image:1x3x512x512" in (board / "README.md").read_text()
     assert not list(board.parent.glob(".board.*"))  # the temporary folder is gone
@@ -62,7 +64,9 @@ def test_dla_bundle_builds_one_fixed_shape(bundle, tmp_path):
     """DLA has no dynamic dimensions: the bundle's build command asks for one shape, and a size range
     with --dla-core is refused before anything is written."""
     _, _, args = bundle
-    flags = ["--precision", "fp32,fp16", "--no-wheel", "--dla-core", "0"]
+    nano = CliRunner().invoke(main, [*args[:-2], "--precision", "fp32", "--dla-core", "0", "-o", str(tmp_path / "n")])
+    assert nano.exit_code == 2 and "Jetson Orin Nano 8GB has 0 DLA core(s)" in nano.output
+    flags = ["--precision", "fp32,fp16", "--no-wheel", "--dla-core", "0", "--board", "orin-nx"]
     refused = CliRunner().invoke(main, [*args[:-2], *flags, "--max-size", "512", "-o", str(tmp_path / "x")])
     assert refused.exit_code == 2 and "--max-size does not apply to a DLA engine" in refused.output
     assert not (tmp_path / "x").exists()
@@ -70,7 +74,7 @@ def test_dla_bundle_builds_one_fixed_shape(bundle, tmp_path):
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "dla" / "manifest.json").read_text())
     command = manifest["engine"]["command"]
-    assert "--opt-shape 1x3x352x352 --dla-core 0" in command
+    assert "--opt-shape 1x3x352x352 --dla-core 0" in command and "--workspace 4G --board orin-nx" in command
     assert "--min-shape" not in command and "--max-shape" not in command
     readme = (tmp_path / "dla" / "README.md").read_text()
     assert "--useDLACore=0 --allowGPUFallback" in readme and "--maxShapes=image:1x3x352x352" in readme

@@ -118,7 +118,8 @@ def test_board_side_code_needs_no_newer_python_than_jetpack_6():
     """JetPack 6 has Python 3.10: the runtime, the CLI and the engine builder must not need 3.11
     (checked statically with vermin; this workplace has no 3.10 interpreter)."""
     root = Path(__file__).resolve().parents[1]
-    targets = [root / "runtime", root / "msdeploy", *(root / "export" / f for f in ("tensorrt_build.py", "bundle.py"))]
+    board_side = ("tensorrt_build.py", "bundle.py", "boards.py", "engine_report.py")
+    targets = [root / "runtime", root / "msdeploy", *(root / "export" / f for f in board_side)]
     result = subprocess.run(
         [str(Path(sys.executable).parent / "vermin"), "-t=3.10-", "--no-tips", "--violations", "--eval-annotations"]
         + [str(t) for t in targets],

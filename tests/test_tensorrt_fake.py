@@ -321,18 +321,25 @@ def test_selftest_orchestration_with_the_fake(tmp_path, monkeypatch):
     from msdeploy.commands.selftest import run_selftest
 
     trt, cuda = fakes("10.3.0")
+    rtx = make_fake_tensorrt("1.7.1", rtx=True, cuda=cuda)  # installed too: its engines do not run on an Orin
+    modules = {"tensorrt": trt, "tensorrt-rtx": rtx}
     for module in (tb, tbe, tc):
-        monkeypatch.setattr(module, "import_tensorrt", lambda target=None: trt)
+        monkeypatch.setattr(module, "import_tensorrt", lambda target=None: modules[target or "tensorrt"])
+    monkeypatch.setattr(tc, "installed_targets", lambda: list(modules))
     for module in (tb, tbe, runtime.cuda):
         monkeypatch.setattr(module, "CudaApi", lambda: cuda)
     passed = run_selftest(tmp_path / "work", tmp_path / "results", ("hierarchical",), 3, "test", cuda_graphs=True)
     report = json.loads((tmp_path / "results" / "tensorrt-selftest-fake-orin.json").read_text())
     legacy = ["fp16 (builder flag)", "int8 (implicit calibrator)"]  # TensorRT 10 still has both
-    assert [r["precision"] for r in report["rows"]] == ["fp32", "fp16", "int8", *legacy]
-    assert passed and all(r["parity_passed"] for r in report["rows"])
-    assert report["rows"][0]["mask_iou_min"] >= 0.99  # FP32 engine masks (runtime.Predictor) vs PyTorch
-    assert (tmp_path / "results" / "tensorrt-selftest-fake-orin.md").read_text().count("| hierarchical |") == 5
+    rows = report["rows"]
+    assert [r["precision"] for r in rows] == ["fp32", "fp16", "int8", *legacy, "fp32", "fp16", "int8"]
+    assert {r["builder"] for r in rows[5:]} == {"TensorRT-RTX 1.7.1"} and not any(r["ran"] for r in rows[5:])
+    assert passed and all(r["parity_passed"] for r in rows[:5])
+    assert rows[0]["mask_iou_min"] >= 0.99  # FP32 engine masks (runtime.Predictor) vs PyTorch
+    md = (tmp_path / "results" / "tensorrt-selftest-fake-orin.md").read_text()
+    assert md.count("| hierarchical |") == 8 and md.count("built, not run on this GPU") == 3
     assert trt.recorder.calibration_batches == 32 and "FP16" in trt.recorder.builder_flags
+    assert rtx.recorder.builds == 3 and rtx.recorder.timing_cache_calls == 0
 
 
 def test_selftest_checks_the_legacy_builds_only_where_tensorrt_has_them(tmp_path):
@@ -441,7 +448,11 @@ def test_build_report_from_the_builder_log(model):
         "Name: y, Dimensions: [-1,32,-1,-1], Datatype: Half, Format: (NHWC) }], TacticName: __myelin_CASK_STUB, "
         "StreamId: 0, Metadata: [ONNX Layer: node_conv2d_69][ONNX Layer: node_add_1]"
     )
-    trt_line = "Layer(CaskConvolution): conv1 + relu1, Tactic: 0x1f, x (Half[1,3:8,352,352]) -> y (Half[1,64:8,88,88])"
+    # TensorRT's format, as public TensorRT 8-10 build logs show it
+    trt_line = (
+        "Layer(CaskConvolution): conv1 + relu1, Tactic: 0x47, input[Half(1,1,28,28)] -> "
+        "(Unnamed Layer* 1) [Activation]_output[Half(1,32,28,28)]"
+    )
     layers = parse_layers([f"Layers:\n{rtx_line}\nI/O Tensors:\n", f"Engine Layer Information:\n{trt_line}"])
     assert [(la.kind, la.inputs, la.weights, la.outputs, la.onnx_nodes) for la in layers] == [
         ("correlation", ("Int8",), ("Int8", "Float"), ("Half",), ("node_conv2d_69", "node_add_1")),
@@ -454,3 +465,37 @@ def test_build_report_from_the_builder_log(model):
     md = result.report_files[0].read_text()
     assert "| activation memory | 300.00 MiB |" in md and "printed none for this build" in md
     assert json.loads(result.report_files[1].read_text())["memory"]["weights_bytes"] == 1 << 20
+
+
+def test_rtx_current_targets_this_gpu_and_default_builds_run_on_newer_ones(model):
+    trt, cuda = fakes("1.7.1", rtx=True, device=RTX_GPU)
+    here = build_engine(EngineOptions(model=model, compute_capabilities=("current",)), trt=trt, cuda=cuda)
+    assert here.sidecar["compute_capabilities"] == ["8.9"] and trt.recorder.compute_capabilities == ["CURRENT"]
+    TensorRTRunner(str(here.path), trt=trt, cuda=cuda).close()
+    mixed = EngineOptions(model=model, compute_capabilities=("current", "8.6"), force=True)
+    with pytest.raises(UserError, match="current stands alone"):
+        build_engine(mixed, trt=trt, cuda=cuda)
+    with pytest.raises(UserError, match="--board orin-nano: the board presets are Jetson boards"):
+        build_engine(EngineOptions(model=model, board="orin-nano", force=True), trt=trt, cuda=cuda)
+    # the builder's default set also runs on GPUs newer than its newest target, an explicit list does not
+    default = build_engine(EngineOptions(model=model, force=True), trt=trt, cuda=cuda).path
+    newer = FakeCuda(DeviceInfo("NVIDIA next", "13.0"))
+    runner = TensorRTRunner(str(default), trt=trt, cuda=newer)
+    runner.close()
+    listed = build_engine(EngineOptions(model=model, compute_capabilities=("8.9",), force=True), trt=trt, cuda=cuda)
+    with pytest.raises(UserError, match="built for compute capabilities 8.9"):
+        TensorRTRunner(str(listed.path), trt=trt, cuda=newer)
+
+
+def test_engine_sidecars_from_before_tensorrt_rtx_still_load(model):
+    """Sidecars written before the builder was named: no target, memory or compute capabilities."""
+    trt, cuda = fakes("10.3.0")
+    engine = build_engine(EngineOptions(model=model), trt=trt, cuda=cuda).path
+    side = json.loads(sidecar_path(engine).read_text())
+    for key in ("target", "memory", "compute_capabilities"):
+        del side[key]
+    del side["settings"]["memory_budget"], side["settings"]["compute_capabilities_asked"]
+    sidecar_path(engine).write_text(json.dumps(side))
+    runner = TensorRTRunner(str(engine), trt=trt, cuda=cuda)
+    assert runner.features.target == "tensorrt" and runner.infer(np.zeros((1, 3, 128, 128), np.float32))
+    runner.close()

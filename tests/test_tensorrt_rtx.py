@@ -239,6 +239,18 @@ def test_options_the_rtx_builder_cannot_honour_are_refused(exported, tmp_path):
     _nothing_beside(model)
 
 
+def test_the_cpu_int8_layout_is_refused_with_the_fix(graphs):
+    from calibration.quantize import Int8Options, quantize_int8
+
+    fp32 = graphs["absi", "fp32"]
+    calib = fp32.parent / "calib" / "images"
+    options = Int8Options(model=fp32, calib_data=calib, method="max", calib_count=4, size=CALIB_SIZE, target="cpu")
+    cpu = quantize_int8(options).path  # the calibration cache of the TensorRT layout serves it
+    with pytest.raises(UserError, match=r"holds the cpu INT8 layout .*--target tensorrt"):
+        _build(cpu)
+    _nothing_beside(cpu)
+
+
 def test_missing_tensorrt_is_refused_with_how_to_install():
     from runtime.tensorrt_common import import_tensorrt, installed_targets
 

@@ -69,6 +69,10 @@ def test_engine_entry_respects_the_profile(exported, tmp_path):
     assert config.platform == "tensorrt_plan" and result.model_file.name == "model.plan" and result.validated
     with pytest.raises(UserError, match="exceeds the engine profile's largest batch"):
         write_triton_model(TritonOptions(model=engine, repository=tmp_path / "r2", max_batch_size=8))
+    rtx = {"format": ENGINE_FORMAT, "target": "tensorrt-rtx", "model": meta, "profile": profile}
+    (tmp_path / "net.fp16.engine.json").write_text(json.dumps(rtx))
+    with pytest.raises(UserError, match="tensorrt-rtx engine, which Triton's tensorrt_plan backend cannot load"):
+        write_triton_model(TritonOptions(model=engine, repository=tmp_path / "r3", max_batch_size=4))
 
 
 def test_schema_check_rejects_a_broken_config():

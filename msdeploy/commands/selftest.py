@@ -1,9 +1,11 @@
 """`msdeploy selftest --gpu`: the one command that verifies the TensorRT path on real hardware.
 
 For each fusion mode: export the demo checkpoint to ONNX, write its FP16 and INT8 (Q/DQ) variants,
-build an engine of each (strongly typed: precision from the graph) and, where the installed TensorRT
-still has them (10.x, e.g. Jetson), the legacy builds from the FP32 ONNX (FP16 builder flag, implicit
-INT8 calibrator). On each engine: parity against PyTorch; held-out synthetic images turned into masks
+build an engine of each (strongly typed: precision from the graph) with every NVIDIA builder installed
+(TensorRT, TensorRT-RTX) and, where the installed TensorRT still has them (10.x, e.g. Jetson), the
+legacy builds from the FP32 ONNX (FP16 builder flag, implicit INT8 calibrator). A TensorRT-RTX engine
+runs only on the GPUs it builds for (RTX-class, compute capability 7.5 to 12.x); elsewhere its row says
+it was built and not run. On each engine: parity against PyTorch; held-out synthetic images turned into masks
 with `runtime.Predictor` (what `msdeploy infer` does on a board) and compared with PyTorch's; timing
 (GPU compute from CUDA events, and end to end with copies). The report goes to docs/results/.
 Nothing here can run without TensorRT and a GPU; it says so and exits 2.
@@ -27,23 +29,29 @@ MASK_IMAGE_SIZES = ((352, 352), (300, 400), (480, 360), (240, 320))  # images of
 
 @dataclass
 class SelftestRow:
+    builder: str  # "TensorRT 10.3.0", "TensorRT-RTX 1.7.1.116"
     fusion: str
     precision: str
     engine: str
     parity_passed: bool
-    max_abs: float
-    min_cosine: float
-    mask_iou_min: float  # engine masks (runtime.Predictor) against PyTorch's, worst image
-    gpu_ms_median: float
-    end_to_end_ms_median: float
+    max_abs: float | None  # None where the engine did not run
+    min_cosine: float | None
+    mask_iou_min: float | None  # engine masks (runtime.Predictor) against PyTorch's, worst image
+    gpu_ms_median: float | None
+    end_to_end_ms_median: float | None
     build_seconds: float
+    ran: bool = True  # False: built, but this GPU is not one the builder targets (TensorRT-RTX on a data-center GPU)
 
 
 def _require_gpu_stack():
+    """The TensorRT modules installed (TensorRT first) and the GPU; each refused with a UserError that says why."""
+    from runtime import tensorrt_common
     from runtime.cuda import CudaApi
-    from runtime.tensorrt_common import import_tensorrt
 
-    return import_tensorrt(), CudaApi().device()  # each refuses with a UserError that says why
+    targets = tensorrt_common.installed_targets()
+    if not targets:
+        tensorrt_common.import_tensorrt()  # refuses with how to install
+    return [tensorrt_common.import_tensorrt(t) for t in targets], CudaApi().device()
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,7 @@ class EngineVariant:
 def engine_variants(features, work: Path, fusion: str, fp32: Path, fp16: Path, int8: Path) -> list[EngineVariant]:
     """The graph-precision engines everywhere; the legacy builder-flag / calibrator builds only where
     this TensorRT has them, so a Jetson's selftest also checks the fallback it would use."""
-    stem = work / f"pvt_v2_b0_{fusion}"
+    stem = work / f"pvt_v2_b0_{fusion}.{features.target}"
     variants = [
         EngineVariant("fp32", fp32, None, "fp32", Path(f"{stem}.engine")),
         EngineVariant("fp16", fp16, None, "fp16", Path(f"{stem}.fp16.engine")),
@@ -117,13 +125,13 @@ def run_selftest(
     from export.tensorrt_build import EngineOptions, build_engine
     from models import build_model
     from models.demo_training import demo_checkpoint
+    from runtime.bench_report import Table
     from runtime.environment import stamp
     from runtime.files import write_bytes_atomic, write_json_atomic
     from runtime.tensorrt_backend import TensorRTRunner
     from runtime.tensorrt_common import TensorRTFeatures, format_shape
 
-    trt, device = _require_gpu_stack()
-    features = TensorRTFeatures.detect(trt)
+    modules, device = _require_gpu_stack()
     work.mkdir(parents=True, exist_ok=True)
     calib = work / "calib"
     if not calib.exists():
@@ -140,37 +148,47 @@ def run_selftest(
             int8 = quantize_int8(Int8Options(model=fp32, calib_data=calib / "images", force=True)).path
             net = build_model("pvt_v2_b0", fusion, weights=weights, exportable=True)
             reference = reference_fn(net)
-            for variant in engine_variants(features, work, fusion, fp32, fp16, int8):
-                say(f"{fusion}: building the {variant.label} engine")
-                options = EngineOptions(
-                    model=variant.model,
-                    precision=variant.requested,
-                    max_shape=(2, 3, 1024, 1024),
-                    calib_data=calib / "images" if variant.requested == "int8" else None,
-                    output=variant.output,
-                    force=True,
-                )
-                built = build_engine(options, progress=say)
-                runner = TensorRTRunner(str(built.path), cuda_graphs=cuda_graphs)
-                report = run_parity(built.path, reference, SHAPES, precision=variant.tolerance, runner=runner)
-                mask_iou = mask_agreement(runner, net)
-                gpu_ms, wall_ms = _time_engine(runner, iterations, warmup=10)
-                rows.append(
-                    SelftestRow(
-                        fusion,
-                        variant.label,
-                        built.path.name,
-                        report.passed,
-                        max(r.agreement.max_abs for r in report.rows),
-                        min(r.agreement.cosine for r in report.rows),
-                        mask_iou,
-                        gpu_ms,
-                        wall_ms,
-                        built.seconds,
+            for trt in modules:
+                features = TensorRTFeatures.detect(trt)
+                # TensorRT-RTX: for this GPU where it builds for it; otherwise its default set, built, not run
+                runs = not features.compute_capabilities or device.compute_capability in features.compute_capabilities
+                for variant in engine_variants(features, work, fusion, fp32, fp16, int8):
+                    say(f"{fusion}: building the {variant.label} engine with {features.name}")
+                    options = EngineOptions(
+                        compute_capabilities=("current",) if runs and features.compute_capabilities else (),
+                        model=variant.model,
+                        precision=variant.requested,
+                        max_shape=(2, 3, 1024, 1024),
+                        calib_data=calib / "images" if variant.requested == "int8" else None,
+                        output=variant.output,
+                        force=True,
+                        target=features.target,
                     )
-                )
-                runner.close()
+                    built = build_engine(options, progress=say, trt=trt)
+                    row = [features.name, fusion, variant.label, built.path.name]
+                    if not runs:
+                        say(f"{features.name} does not build for {device.name}: built, not run")
+                        rows.append(SelftestRow(*row, False, *[None] * 5, built.seconds, ran=False))
+                        continue
+                    runner = TensorRTRunner(str(built.path), cuda_graphs=cuda_graphs, trt=trt)
+                    report = run_parity(built.path, reference, SHAPES, precision=variant.tolerance, runner=runner)
+                    mask_iou = mask_agreement(runner, net)
+                    gpu_ms, wall_ms = _time_engine(runner, iterations, warmup=10)
+                    rows.append(
+                        SelftestRow(
+                            *row,
+                            report.passed,
+                            max(r.agreement.max_abs for r in report.rows),
+                            min(r.agreement.cosine for r in report.rows),
+                            mask_iou,
+                            gpu_ms,
+                            wall_ms,
+                            built.seconds,
+                        )
+                    )
+                    runner.close()
     header = [
+        "builder",
         "fusion",
         "precision",
         "parity vs PyTorch",
@@ -182,20 +200,23 @@ def run_selftest(
         "build s",
     ]
     table = [
-        (
+        [
+            r.builder,
             r.fusion,
             r.precision,
-            "PASS" if r.parity_passed else "FAIL",
-            f"{r.max_abs:.3g}",
-            f"{r.min_cosine:.6f}",
-            f"{r.mask_iou_min:.4f}",
-            f"{r.gpu_ms_median:.3f}",
-            f"{r.end_to_end_ms_median:.3f}",
+            ("PASS" if r.parity_passed else "FAIL") if r.ran else "built, not run on this GPU",
+            *(
+                (f"{r.max_abs:.3g}", f"{r.min_cosine:.6f}", f"{r.mask_iou_min:.4f}")
+                + (f"{r.gpu_ms_median:.3f}", f"{r.end_to_end_ms_median:.3f}")
+                if r.ran
+                else ("-",) * 5
+            ),
             f"{r.build_seconds:.0f}",
-        )
+        ]
         for r in rows
     ]
-    print_table(f"TensorRT {trt.__version__} on {device.name}", header, table, right=(3, 4, 5, 6, 7, 8))
+    builders = ", ".join(dict.fromkeys(r.builder for r in rows))
+    print_table(f"{builders} on {device.name}", header, table, right=(4, 5, 6, 7, 8, 9))
     slug = re.sub(r"[^a-z0-9]+", "-", device.name.lower()).strip("-")
     notes = (
         f"Latency at {format_shape(LATENCY_SHAPE)}, median of {iterations} runs: GPU ms from CUDA events "
@@ -204,13 +225,15 @@ def run_selftest(
         f"Masks: runtime.Predictor on the engine (as `msdeploy infer`) against PyTorch, held-out synthetic "
         f"images of {', '.join(f'{w}x{h}' for h, w in MASK_IMAGE_SIZES)}, threshold 0.5.\n"
     )
-    md = [stamp(command), "", notes, "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(map(str, row)) + " |" for row in table]
+    md = [stamp(command), "", notes, Table("Engines", header, table).markdown()]
     output_dir.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(output_dir / f"tensorrt-selftest-{slug}.md", ("\n".join(md) + "\n").encode())
     write_json_atomic(
         output_dir / f"tensorrt-selftest-{slug}.json",
-        {"command": command, "tensorrt": trt.__version__, "gpu": device.__dict__, "rows": [r.__dict__ for r in rows]},
+        {"command": command, "builders": builders, "gpu": device.__dict__, "rows": [r.__dict__ for r in rows]},
     )
     console.print(f"wrote {output_dir / f'tensorrt-selftest-{slug}.md'} and .json")
-    return all(r.parity_passed for r in rows)
+    if not any(r.ran for r in rows):
+        console.print(f"[red]no engine could run on {device.name}[/]: nothing was verified")
+        return False
+    return all(r.parity_passed for r in rows if r.ran)
