@@ -2,7 +2,7 @@
 
 For each fusion mode: export the demo checkpoint (pvt_v2_b0) to ONNX, convert to FP16, quantize to
 INT8 with every calibration method (TensorRT layout) and with percentile (the default) for the CPU layout, then run
-`evaluate_models` on the held-out images and judge issue 4's bounds (INT8: mask IoU >= 0.98 and
+`evaluate_models` on the held-out images and judge the precision bounds (INT8: mask IoU >= 0.98 and
 S-measure drop <= 0.01; FP16: max abs logit error <= 1e-2). Writes docs/results/accuracy-demo-*.md/json.
 
     python benchmarks/bench_accuracy.py [--fusions hierarchical,absi] [--work DIR]
@@ -121,6 +121,7 @@ def main() -> None:
         print(f"== {fusion}", flush=True)
         paths, names, refused = build_variants(fusion, args.work, calib / "images")
         report = evaluate_models(paths, held_out, size=HELD_OUT_SIZE, names=names)
+        report.data = _shown(report.data)
         meta_feeds = load_calibration_set(held_out / "images", _meta(paths[0]), count=4, size=HELD_OUT_SIZE).feeds
         report.sensitivity = quantization_sensitivity(paths[0], paths[2], meta_feeds, 10)
         report.sensitivity_model = names[2]
@@ -129,7 +130,7 @@ def main() -> None:
             for r in refused
         ]
         md = report_markdown(report, command)
-        md += "\n## Issue 4 bounds\n\n| model | criterion | measured | result |\n|---|---|---:|---|\n"
+        md += "\n## Bounds\n\n| model | criterion | measured | result |\n|---|---|---:|---|\n"
         md += "".join(
             f"| {r['model']} | {r['criterion']} | {r['measured']:.4g} | {'PASS' if r['passed'] else 'FAIL'} |\n"
             for r in verdicts
@@ -143,6 +144,12 @@ def main() -> None:
         write_bytes_atomic(stem.with_suffix(".md"), md.encode())
         write_json_atomic(stem.with_suffix(".json"), {**asdict(report), "bounds": verdicts, "command": command})
         print(md, flush=True)
+
+
+def _shown(path) -> str:
+    """A data path as results name it: relative to the repository, never the machine's own path."""
+    path, root = Path(path).resolve(), ROOT.resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else path.name
 
 
 def _meta(path: Path):

@@ -135,20 +135,25 @@ def survey(backbone: str, work: Path, calib: Path, count: int) -> tuple[list[Tab
 
 
 def memory_sweep(backbones, sides, batches, precisions, work, calib, count) -> tuple[list[Table], list[dict]]:
+    """Per backbone and precision: activation memory by profile, and how many attention blocks the
+    builder fused at each profile (what decides how memory grows)."""
     tables, records = [], []
+    columns = ["fusion"] + [f"b{b} {s}" for b in batches for s in sides]
     for backbone in backbones:
         for label in precisions:
-            rows = []
+            memory_rows, fused_rows = [], []
             for fusion in FUSIONS:
                 model = variant(backbone, fusion, label, work, calib, count)
-                row = [fusion]
+                memory_row, fused_row = [fusion], [fusion]
                 for batch in batches:
                     for side in sides:
                         print(f"memory: {backbone} {fusion} {label} batch {batch} side {side}", flush=True)
                         engine = work / "engines" / "sweep.engine"
-                        result, refusal = build(model, engine, (batch, 3, side, side), report=False)
+                        result, refusal = build(model, engine, (batch, 3, side, side))
                         memory = result.sidecar["memory"] if result else {}
-                        row.append(format_bytes(memory.get("activation_bytes")) if result else "refused")
+                        fused = sum(layer.fused_attention for layer in result.report.layers) if result else None
+                        memory_row.append(format_bytes(memory.get("activation_bytes")) if result else "refused")
+                        fused_row.append("-" if fused is None else str(fused))
                         records.append(
                             {
                                 "backbone": backbone,
@@ -157,18 +162,28 @@ def memory_sweep(backbones, sides, batches, precisions, work, calib, count) -> t
                                 "batch": batch,
                                 "max_side": side,
                                 **memory,
+                                "fused_attention": fused,
                                 "error": refusal,
                             }
                         )
-                rows.append(row)
-            columns = ["fusion"] + [f"b{b} {s}" for b in batches for s in sides]
+                memory_rows.append(memory_row)
+                fused_rows.append(fused_row)
             tables.append(
                 Table(
                     f"{backbone} {label}: activation memory by the profile's largest batch (b) and side",
                     columns,
-                    rows,
+                    memory_rows,
                     "Profile 128x128 .. max, opt 352 (or the max, if smaller). Weights come on top "
                     "(see the builds table).",
+                )
+            )
+            tables.append(
+                Table(
+                    f"{backbone} {label}: fused attention kernels by profile",
+                    columns,
+                    fused_rows,
+                    "Attention blocks the builder ran as one fused kernel; the others materialize their "
+                    "score matrix (the query tokens times the spatially reduced key tokens).",
                 )
             )
     return tables, records
