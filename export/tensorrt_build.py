@@ -35,6 +35,7 @@ from runtime.metadata import ModelMetadata, check_model_output, model_sha256, re
 from runtime.tensorrt_common import (
     ENGINE_FORMAT,
     RTX_DEFAULT_COMPUTE_CAPABILITIES,
+    RTX_NO_FP32_GEMM,
     TensorRTFeatures,
     format_shape,
     import_tensorrt,
@@ -374,7 +375,7 @@ def make_config(trt: ModuleType, builder, plan: BuildPlan, options: EngineOption
 
 def set_compute_capabilities(
     trt: ModuleType,
-    config: trt_api.IBuilderConfig,
+    config,  # TensorRT-RTX's IBuilderConfig: its compute-capability calls are not in tensorrt-stubs
     features: TensorRTFeatures,
     asked: Sequence[str],
     device: DeviceInfo | None,
@@ -523,6 +524,12 @@ def build_engine(
     )
     if options.dla_core is not None and plan.precision == "fp32":
         raise UserError("DLA runs FP16 and INT8 only; build an FP16 or INT8 model for --dla-core")
+    no_fp32 = sorted(set(RTX_NO_FP32_GEMM) & set(options.compute_capabilities)) if features.compute_capabilities else []
+    if no_fp32 and plan.precision == "fp32":
+        raise UserError(
+            f"--compute-capability {', '.join(no_fp32)} (Turing): {features.name} has no FP32 matrix products there; "
+            "build the FP16 or INT8 model (msdeploy quantize MODEL.onnx --precision fp16), or leave out 7.5"
+        )
     if plan.implicit_int8 and options.calib_data is None:
         # also with a cache: its key holds a fingerprint of the images it was made from
         raise UserError("implicit INT8 needs calibration images: pass --calib-data DIR")

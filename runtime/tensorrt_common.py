@@ -83,6 +83,9 @@ _RUNTIME_MODULES = {"tensorrt_lean": "tensorrt", "tensorrt_dispatch": "tensorrt"
 # TensorRT-RTX's CPU-only build without a compute-capability list targets these (its documentation:
 # "8.6, 8.9, 12.0, 12.1 and later"); Turing (7.5) must be asked for
 RTX_DEFAULT_COMPUTE_CAPABILITIES = ("8.6", "8.9", "12.0", "12.1")
+# TensorRT-RTX has no FP32 GEMM for Turing (its support matrix; its builder refuses an FP32 graph
+# for 7.5 with "FP32 GEMM is not supported"); FP16 and INT8 graphs build for it
+RTX_NO_FP32_GEMM = ("7.5",)
 
 
 def target_of_module(trt: ModuleType) -> str:

@@ -421,7 +421,7 @@ def test_memory_budget_from_the_option_the_board_or_the_gpu(model):
     from export.boards import BOARDS
 
     huge = 4 << 30
-    trt, cuda = fakes("1.7.1", rtx=True, activation_bytes=huge, device=RTX_GPU)
+    trt, cuda = fakes("10.3.0", activation_bytes=huge, device=RTX_GPU)
     with pytest.raises(UserError, match=r"needs 4.00 GiB .*budget is 3.00 GiB \(board orin-nano.*Nothing was written"):
         build_engine(EngineOptions(model=model, board="orin-nano"), trt=trt, cuda=cuda)
     with pytest.raises(UserError, match=r"budget is 1.00 GiB \(--memory-budget\)"):
@@ -433,9 +433,14 @@ def test_memory_budget_from_the_option_the_board_or_the_gpu(model):
     default = build_engine(EngineOptions(model=model, force=True), trt=trt, cuda=cuda).sidecar["settings"]
     assert default["memory_budget"]["bytes"] == int(0.9 * (12 << 30))
     orin = FakeCuda(DeviceInfo("Orin", "8.7", 8 << 30, True))
-    trt10, _ = fakes("10.3.0", activation_bytes=huge)
     with pytest.raises(UserError, match=r"budget is 3.00 GiB \(38% of Orin's memory\)"):
-        build_engine(EngineOptions(model=model, force=True), trt=trt10, cuda=orin)
+        build_engine(EngineOptions(model=model, force=True), trt=trt, cuda=orin)
+    # an ahead-of-time TensorRT-RTX engine is for other GPUs: the build machine's memory is no budget
+    rtx, _ = fakes("1.7.1", rtx=True, activation_bytes=huge, device=RTX_GPU)
+    aot = build_engine(EngineOptions(model=model, output=model.with_name("aot.engine")), trt=rtx, cuda=cuda)
+    assert aot.sidecar["settings"]["memory_budget"] is None and any("no memory budget" in n for n in aot.notes)
+    with pytest.raises(UserError, match=r"budget is 1.00 GiB \(--memory-budget\)"):
+        build_engine(EngineOptions(model=model, memory_budget=1 << 30, force=True), trt=rtx, cuda=cuda)
 
 
 def test_build_report_from_the_builder_log(model):

@@ -57,9 +57,9 @@ EXTRA = {
     "fixed": (
         ("absi", "int8"),
         ["--min-shape", "1x3x256x256", "--opt-shape", "1x3x256x256", "--max-shape", "1x3x256x256"]
-        + ["--compute-capability", "8.6,8.9,12.0"],
+        + ["--compute-capability", "7.5,8.6,12.0"],  # Turing takes INT8 (and FP16), not FP32
     ),
-    "over-budget": (("hierarchical", "fp32"), ["--batch", "1,4", "--board", "orin-nano"]),
+    "over-budget": (("hierarchical", "fp32"), ["--batch", "1,4", "--memory-budget", "3G"]),
 }
 
 
@@ -151,15 +151,15 @@ def test_fixed_profile_for_chosen_compute_capabilities(builds):
     assert run.returncode == 0, run.stdout[-3000:]
     side = _sidecar(engine)
     assert side["profile"]["min"] == side["profile"]["opt"] == side["profile"]["max"] == [1, 3, 256, 256]
-    assert side["compute_capabilities"] == ["8.6", "8.9", "12.0"]
-    assert "8.6, 8.9, 12.0" in " ".join(run.stdout.split())
+    assert side["compute_capabilities"] == ["7.5", "8.6", "12.0"]
+    assert "7.5, 8.6, 12.0" in " ".join(run.stdout.split())
 
 
-def test_a_profile_over_the_board_budget_is_refused_and_nothing_written(builds):
+def test_a_profile_over_the_memory_budget_is_refused_and_nothing_written(builds):
     engine, run = builds["over-budget"]
     assert run.returncode == 2, run.stdout[-3000:]
     text = " ".join(run.stdout.split())
-    assert "the budget is 3.00 GiB (board orin-nano" in text and "Nothing was written" in text
+    assert "the budget is 3.00 GiB (--memory-budget)" in text and "Nothing was written" in text
     assert "--max-shape" in text
     assert not engine.exists() and not sidecar_path(engine).exists()
 
@@ -232,6 +232,8 @@ def test_options_the_rtx_builder_cannot_honour_are_refused(exported, tmp_path):
     model = copy_model(exported["absi"], tmp_path / "m.onnx")
     with pytest.raises(UserError, match=r"--compute-capability 9.0: TensorRT-RTX .* builds for 7.5, 8.0, 8.6"):
         _build(model, compute_capabilities=("9.0",))
+    with pytest.raises(UserError, match=r"7.5 \(Turing\): TensorRT-RTX .* no FP32 matrix products"):
+        _build(model, compute_capabilities=("7.5", "8.6"))
     with pytest.raises(UserError, match="RTX GPUs, which have no DLA"):
         _build(model, dla_core=0, precision="fp32")
     with pytest.raises(UserError, match=r"takes precision only from the graph.*msdeploy quantize"):
