@@ -12,6 +12,7 @@ Writes docs/results/tensorrt-rtx-<backbone>.md/json and docs/results/tensorrt-rt
 Models are random-init (the builder's choices do not depend on the weights) and kept in --work.
 
     python benchmarks/bench_tensorrt_rtx.py [--backbone pvt_v2_b2] [--memory-backbones pvt_v2_b0,pvt_v2_b2]
+        [--parts builds,memory]
 """
 
 from __future__ import annotations
@@ -105,8 +106,13 @@ def survey(backbone: str, work: Path, calib: Path, count: int) -> tuple[list[Tab
                     str(sum(n for _, n in report.warnings)),
                 ]
             )
-            records.append({"fusion": fusion, "precision": label, "parsed": True, **report.as_dict()})
             table = report.precision_table()
+            # the per-layer listing stays in the engine's own report (ENGINE.report.json): here, the summary
+            summary = {k: v for k, v in report.as_dict().items() if k != "layers"}
+            compute_layers = [dict(zip(table.columns, row)) for row in table.rows]
+            records.append(
+                {"fusion": fusion, "precision": label, "parsed": True, **summary, "compute_layers": compute_layers}
+            )
             table.title = f"{fusion} {label}: engine compute layers by precision"
             precision_tables.append(table)
     builds = Table(
@@ -199,8 +205,10 @@ def main() -> None:
     parser.add_argument("--calib-count", type=int, default=8)
     parser.add_argument("--work", type=Path, default=ROOT / ".bench-rtx")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
+    parser.add_argument("--parts", default="builds,memory", help="builds: the per-precision table; memory: the sweep")
     args = parser.parse_args()
     command = " ".join(["python", "benchmarks/bench_tensorrt_rtx.py", *sys.argv[1:]])
+    parts = {p.strip() for p in args.parts.split(",")}
 
     from calibration.synthetic import write_dataset
     from runtime.tensorrt_common import import_tensorrt
@@ -212,12 +220,22 @@ def main() -> None:
     if not calib.exists():
         write_dataset(calib, args.calib_count, size=(352, 352), seed=1)
 
+    if "builds" in parts:
+        write_builds(args, command, calib)
+    if "memory" in parts:
+        write_memory(args, command, calib)
+    print(f"wrote {', '.join(sorted(parts))} results into {args.output}")
+
+
+def write_builds(args, command: str, calib: Path) -> None:
     tables, build_records = survey(args.backbone, args.work, calib / "images", args.calib_count)
     text = [f"# TensorRT-RTX builds of {args.backbone}", "", stamp(command), ""]
     text += [t.markdown() + "\n" for t in tables]
     write_bytes_atomic(args.output / f"tensorrt-rtx-{args.backbone}.md", "\n".join(text).encode())
     write_json_atomic(args.output / f"tensorrt-rtx-{args.backbone}.json", {"command": command, "builds": build_records})
 
+
+def write_memory(args, command: str, calib: Path) -> None:
     sides = [int(s) for s in args.sides.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
     backbones = [b for b in args.memory_backbones.split(",") if b]
@@ -227,7 +245,6 @@ def main() -> None:
     text += [t.markdown() + "\n" for t in tables]
     write_bytes_atomic(args.output / "tensorrt-rtx-memory.md", "\n".join(text).encode())
     write_json_atomic(args.output / "tensorrt-rtx-memory.json", {"command": command, "builds": records})
-    print(f"wrote {args.output}/tensorrt-rtx-{args.backbone}.md and tensorrt-rtx-memory.md")
 
 
 if __name__ == "__main__":
