@@ -330,7 +330,15 @@ def build_device(features: TensorRTFeatures, cuda: CudaApi | None, options: Engi
         return None
 
 
-def network_from_onnx(trt: ModuleType, builder, logger, model: Path, plan: BuildPlan, features, dla: bool):
+def network_from_onnx(
+    trt: ModuleType,
+    builder: trt_api.Builder,
+    logger,  # make_logger(trt): an ILogger that keeps what TensorRT said
+    model: Path,
+    plan: BuildPlan,
+    features: TensorRTFeatures,
+    dla: bool,
+) -> tuple[trt_api.INetworkDefinition, trt_api.OnnxParser]:
     """Parse the ONNX into a network; a graph the parser refuses names the node and the op."""
     # TensorRT 10 builds strongly typed only when asked; 11 and TensorRT-RTX accept the flag and ignore it
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
@@ -356,7 +364,9 @@ def _parser_error(error) -> str:
     return f"node {name} ({op}): {error.code().name}: {desc}" if name or op else f"{error.code().name}: {desc}"
 
 
-def make_config(trt: ModuleType, builder, plan: BuildPlan, options: EngineOptions, report: bool):
+def make_config(
+    trt: ModuleType, builder: trt_api.Builder, plan: BuildPlan, options: EngineOptions, report: bool
+) -> trt_api.IBuilderConfig:
     """The builder config: memory pool, optimization level, precision flags (TensorRT 10 only), and
     detailed profiling where a report asks for the per-layer listing."""
     if options.opt_level is not None and not 0 <= options.opt_level <= 5:
@@ -397,7 +407,7 @@ def set_compute_capabilities(
     return [device.compute_capability if cc == "current" and device else cc for cc in asked]
 
 
-def add_profile(trt: ModuleType, builder, config, profile: Profile) -> None:
+def add_profile(trt: ModuleType, builder: trt_api.Builder, config: trt_api.IBuilderConfig, profile: Profile) -> None:
     trt_profile: trt_api.IOptimizationProfile = builder.create_optimization_profile()
     trt_profile.set_shape(
         profile.input, trt.Dims(list(profile.min)), trt.Dims(list(profile.opt)), trt.Dims(list(profile.max))
@@ -405,7 +415,7 @@ def add_profile(trt: ModuleType, builder, config, profile: Profile) -> None:
     config.add_optimization_profile(trt_profile)
 
 
-def configure_dla(trt: ModuleType, builder, config, dla_core: int) -> None:
+def configure_dla(trt: ModuleType, builder: trt_api.Builder, config: trt_api.IBuilderConfig, dla_core: int) -> None:
     if dla_core >= builder.num_DLA_cores:
         raise UserError(
             f"--dla-core {dla_core}: this device has {builder.num_DLA_cores} DLA core(s) "
@@ -419,18 +429,24 @@ def configure_dla(trt: ModuleType, builder, config, dla_core: int) -> None:
 class TimingCache:
     """The builder's timing cache, loaded before and saved after the build (TensorRT only)."""
 
-    def __init__(self, config, path: Path) -> None:
+    def __init__(self, config: trt_api.IBuilderConfig, path: Path) -> None:
         self.path = path
         self.reused = path.is_file()
         cache: trt_api.ITimingCache = config.create_timing_cache(path.read_bytes() if self.reused else b"")
         if not config.set_timing_cache(cache, False):
             raise UserError(f"timing cache {path} does not match this TensorRT or GPU; delete it")
 
-    def save(self, config) -> None:
+    def save(self, config: trt_api.IBuilderConfig) -> None:
         write_bytes_atomic(self.path, bytes(config.get_timing_cache().serialize()))
 
 
-def build_serialized(builder, network, config, logger, features: TensorRTFeatures) -> tuple[bytes, float]:
+def build_serialized(
+    builder: trt_api.Builder,
+    network: trt_api.INetworkDefinition,
+    config: trt_api.IBuilderConfig,
+    logger,  # make_logger(trt): an ILogger that keeps what TensorRT said
+    features: TensorRTFeatures,
+) -> tuple[bytes, float]:
     start = time.perf_counter()
     serialized: trt_api.IHostMemory | None = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - start
