@@ -558,6 +558,7 @@ def build_engine(
     logger = make_logger(trt, keep_layers=options.report)
     builder: trt_api.Builder = start_tensorrt(trt.Builder, logger, "a builder", features.spec.label)
     say(f"parsing {model} with {features.name} ({'strongly' if plan.strongly_typed else 'weakly'} typed)")
+    # the parser owns the weights the network points at: it stays referenced until the build is done
     network, _parser = network_from_onnx(trt, builder, logger, model, plan, features, options.dla_core is not None)
     config = make_config(trt, builder, plan, options, options.report)
     targets = set_compute_capabilities(trt, config, features, options.compute_capabilities, device)

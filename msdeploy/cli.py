@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from export.boards import BOARDS, DEFAULT_BOARD  # torch-free: memory budgets per Jetson board
 from msdeploy import __version__
 from runtime.errors import MSDeployError, UserError
 from runtime.metadata import FUSION_NAMES
@@ -258,10 +259,10 @@ def _parse_compute_capabilities(ctx, param, value: str | None) -> tuple[str, ...
     return names
 
 
-def _board_option(help_text: str):
-    from export.boards import BOARDS
-
-    return click.option("--board", type=click.Choice(list(BOARDS)), help=help_text)
+def _board_option(help_text: str, default: str | None = None):
+    return click.option(
+        "--board", type=click.Choice(list(BOARDS)), default=default, show_default=default is not None, help=help_text
+    )
 
 
 @export.command("engine")
@@ -355,7 +356,7 @@ def export_engine_cmd(model: Path, **options) -> None:
     type=int,
     help="Largest image side [1024]; lower it on 8 GB boards. A DLA engine takes one size, the model's default.",
 )
-@_board_option("The board the bundle is for: its memory budget and workspace [default: orin-nano, 8 GB].")
+@_board_option("The board the bundle is for: its memory budget and workspace.", default=DEFAULT_BOARD)
 @click.option("--workspace", help="Builder workspace limit for the board [default: the board's].")
 @click.option(
     "--dla-core", type=int, help="Build for this DLA core (Orin NX/AGX) at one fixed size, with GPU fallback."
@@ -382,7 +383,6 @@ def export_bundle_cmd(
     """One folder to copy to a Jetson or server: MODEL (an FP32 ONNX from `export onnx`) with FP16/INT8
     variants, metadata, calibration cache, the project wheel, a README for the board and
     build_engine.sh, the one command that builds the engine there (engines are not portable)."""
-    from export.boards import DEFAULT_BOARD
     from export.bundle import BundleOptions
     from msdeploy.commands.export_cmds import run_bundle
 
@@ -405,7 +405,7 @@ def export_bundle_cmd(
             batches=batches,
             max_size=max_size,
             workspace=workspace,
-            board=board or DEFAULT_BOARD,
+            board=board,
             dla_core=dla_core,
             wheel=wheel,
             command=invocation(),
@@ -611,7 +611,7 @@ def parity(model, sizes, batches, weights, as_json) -> None:
     "--high-precision",
     type=click.Choice(["fp16", "fp32"]),
     help="INT8: what the unquantized layers run in [default: fp16 for --target tensorrt (TensorRT's INT8 + "
-    "FP16; FP32 islands cost TensorRT its fused attention and twice the memory), fp32 for cpu].",
+    "FP16; FP32 islands cost TensorRT its fused attention and FP16's memory savings), fp32 for cpu].",
 )
 @click.option(
     "--calib-cache",

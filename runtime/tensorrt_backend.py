@@ -46,8 +46,13 @@ if TYPE_CHECKING:  # the tensorrt-stubs package: mypy checks our calls against T
 log = logging.getLogger(__name__)
 
 
+def _onnx_file(sidecar: dict) -> str:
+    """The ONNX model an engine was built from, as rebuild commands name it."""
+    return sidecar.get("onnx", {}).get("file", "MODEL.onnx")
+
+
 def _rebuild_hint(sidecar: dict, compute_capability: str | None = None) -> str:
-    onnx = sidecar.get("onnx", {}).get("file", "MODEL.onnx")
+    onnx = _onnx_file(sidecar)
     target = sidecar.get("target", "tensorrt")
     extra = f" --target {target}" if target != "tensorrt" else ""
     if compute_capability and sidecar.get("compute_capabilities"):
@@ -165,11 +170,10 @@ class TensorRTRunner(Runner):
             if here.compute_capability not in targets:
                 built_for = f"{self.path} was built for compute capabilities {', '.join(targets)}"
                 if here.compute_capability not in self.features.compute_capabilities:
-                    onnx = self.sidecar.get("onnx", {}).get("file", "MODEL.onnx")
                     raise UserError(
                         f"{built_for}; this GPU, {here.name} ({here.compute_capability}), is not one "
-                        f"{self.features.name} builds for. Build with TensorRT on it: msdeploy export engine {onnx} "
-                        "--target tensorrt"
+                        f"{self.features.name} builds for. Build with TensorRT on it: msdeploy export engine "
+                        f"{_onnx_file(self.sidecar)} --target tensorrt"
                     )
                 raise UserError(
                     f"{built_for}; this GPU is {here.name} ({here.compute_capability}); "
