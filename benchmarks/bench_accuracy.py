@@ -15,33 +15,26 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from calibration.accuracy import evaluate_models, quantization_sensitivity
+from calibration.data import load_calibration_set
+from calibration.int8 import METHODS
+from calibration.quantize import CALIBRATION_IMAGES, Int8Options, quantize_int8
+from calibration.synthetic import SYNTHETIC_CALIBRATION_SEED, synthetic_calibration_images, write_dataset
+from export.variants import export_fp32, make_variant
+from models.demo_training import DEMO_BACKBONE, HELD_OUT_SEED, HELD_OUT_SIZE, demo_checkpoint
+from runtime.errors import VerificationError
+from runtime.files import display_path, write_bytes_atomic, write_json_atomic
+from runtime.metadata import read_model_metadata
+from runtime.tables import Table
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from calibration.accuracy import evaluate_models, quantization_sensitivity  # noqa: E402
-from calibration.data import load_calibration_set  # noqa: E402
-from calibration.quantize import Int8Options, quantize_int8  # noqa: E402
-from calibration.synthetic import write_dataset  # noqa: E402
-from export.onnx_export import ExportOptions, export_onnx  # noqa: E402
-from export.precision import convert_fp16  # noqa: E402
-from models.demo_training import HELD_OUT_SEED, HELD_OUT_SIZE, demo_checkpoint  # noqa: E402
-from msdeploy.commands.precision_cmds import report_markdown  # noqa: E402
-from runtime.errors import VerificationError  # noqa: E402
-from runtime.files import write_bytes_atomic, write_json_atomic  # noqa: E402
-from runtime.metadata import read_sidecar  # noqa: E402
-
-CALIB_SEED = 7  # calibration images: neither training (seeds 0-2) nor held-out (HELD_OUT_SEED) images
-METHODS = ("entropy", "max", "percentile")
 BOUNDS = {"int8_mask_iou": 0.98, "int8_s_drop": 0.01, "fp16_max_abs": 1e-2}
 
 
 def build_variants(fusion: str, work: Path, calib: Path) -> tuple[list[Path], list[str], list[dict]]:
     weights = demo_checkpoint(fusion)
-    fp32 = work / f"demo_{fusion}.onnx"
-    sidecar = read_sidecar(fp32) if fp32.exists() else None
-    if not sidecar or sidecar.get("weights", {}).get("file_sha256") is None:
-        export_onnx(ExportOptions(backbone="pvt_v2_b0", fusion=fusion, weights=weights, output=fp32, force=True))
-    fp16 = convert_fp16(fp32, weights=weights, force=True).path
+    fp32 = export_fp32(work / f"demo_{fusion}.onnx", DEMO_BACKBONE, fusion, weights, say=print)
+    fp16 = make_variant(fp32, "fp16", weights=weights, say=print).path
     paths, names, refused = [fp32, fp16], ["fp32", "fp16"], []
     variants = [(method, "tensorrt", f"int8-{method}") for method in METHODS] + [("percentile", "cpu", "int8-cpu")]
     for method, target, suffix in variants:
@@ -101,61 +94,49 @@ def judge(report) -> list[dict]:
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fusions", default="hierarchical,absi")
     parser.add_argument("--held-out", type=int, default=100)
-    parser.add_argument("--calib-count", type=int, default=64)
+    parser.add_argument("--calib-count", type=int, default=CALIBRATION_IMAGES)
     parser.add_argument("--work", type=Path, default=ROOT / ".bench-accuracy")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
-    args = parser.parse_args()
-    command = " ".join(["python", "benchmarks/bench_accuracy.py", *sys.argv[1:]])
+    args = parser.parse_args(argv)
+    command = " ".join(["python", "benchmarks/bench_accuracy.py", *(sys.argv[1:] if argv is None else argv)])
     args.work.mkdir(parents=True, exist_ok=True)
     held_out, calib = args.work / "held-out", args.work / "calib"
     if not held_out.exists():
         write_dataset(held_out, args.held_out, size=HELD_OUT_SIZE, seed=HELD_OUT_SEED)
-    if not calib.exists():
-        write_dataset(calib, args.calib_count, size=HELD_OUT_SIZE, seed=CALIB_SEED)
+    calib_images = synthetic_calibration_images(calib, args.calib_count)
 
     for fusion in (f.strip() for f in args.fusions.split(",") if f.strip()):
         print(f"== {fusion}", flush=True)
-        paths, names, refused = build_variants(fusion, args.work, calib / "images")
+        paths, names, refused = build_variants(fusion, args.work, calib_images)
         report = evaluate_models(paths, held_out, size=HELD_OUT_SIZE, names=names)
-        report.data = _shown(report.data)
-        meta_feeds = load_calibration_set(held_out / "images", _meta(paths[0]), count=4, size=HELD_OUT_SIZE).feeds
+        report.data = display_path(report.data)
+        meta, _ = read_model_metadata(paths[0])
+        meta_feeds = load_calibration_set(held_out / "images", meta, count=4, size=HELD_OUT_SIZE).feeds
         report.sensitivity = quantization_sensitivity(paths[0], paths[2], meta_feeds, 10)
         report.sensitivity_model = names[2]
         verdicts = judge(report) + [
             {"model": r["model"], "criterion": "written (INT8 write gate)", "measured": float("nan"), "passed": False}
             for r in refused
         ]
-        md = report_markdown(report, command)
-        md += "\n## Bounds\n\n| model | criterion | measured | result |\n|---|---|---:|---|\n"
-        md += "".join(
-            f"| {r['model']} | {r['criterion']} | {r['measured']:.4g} | {'PASS' if r['passed'] else 'FAIL'} |\n"
-            for r in verdicts
+        bounds = Table(
+            "Bounds",
+            ["model", "criterion", "measured", "result"],
+            [[r["model"], r["criterion"], f"{r['measured']:.4g}", "PASS" if r["passed"] else "FAIL"] for r in verdicts],
         )
+        md = report.markdown(command) + "\n" + bounds.markdown() + "\n"
         md += "".join(f"\n{r['model']} was refused by the write gate: {r['reason']}\n" for r in refused)
         md += (
             f"\nDemo checkpoint `{demo_checkpoint(fusion).name}`; held-out images: seed {HELD_OUT_SEED}, "
-            f"calibration images: seed {CALIB_SEED}, {args.calib_count} images.\n"
+            f"calibration images: seed {SYNTHETIC_CALIBRATION_SEED}, {args.calib_count} images.\n"
         )
         stem = args.output / f"accuracy-demo-pvt_v2_b0-{fusion}"
         write_bytes_atomic(stem.with_suffix(".md"), md.encode())
         write_json_atomic(stem.with_suffix(".json"), {**asdict(report), "bounds": verdicts, "command": command})
         print(md, flush=True)
-
-
-def _shown(path) -> str:
-    """A data path as results name it: relative to the repository, never the machine's own path."""
-    path, root = Path(path).resolve(), ROOT.resolve()
-    return str(path.relative_to(root)) if path.is_relative_to(root) else path.name
-
-
-def _meta(path: Path):
-    import runtime
-
-    return runtime.load(path).require_metadata()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Export benchmark (issue 3): export time and peak memory per fusion mode, then ONNX Runtime CPU
+"""Export benchmark: export time and peak memory per fusion mode, then ONNX Runtime CPU
 latency against PyTorch eager at one size, interleaved in the same run.
 
     .venv/bin/python benchmarks/bench_export.py --backbone pvt_v2_b2 --output docs/results
@@ -16,15 +16,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from runtime.environment import collect_environment
+from runtime.files import write_bytes_atomic, write_json_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from runtime.environment import collect_environment  # noqa: E402
-from runtime.files import write_bytes_atomic, write_json_atomic  # noqa: E402
-
 CHILD = """
 import json, resource, sys, time
 from export.onnx_export import ExportOptions, export_onnx
+
 start = time.perf_counter()
 r = export_onnx(ExportOptions(backbone=sys.argv[1], fusion=sys.argv[2], output=sys.argv[3], force=True))
 total = time.perf_counter() - start
@@ -51,7 +50,7 @@ def latency(backbone: str, models: dict[str, Path], size: int, threads: int, war
     import numpy as np
     import torch
 
-    from export.parity import rebuild_reference
+    from models.runner import network_for
     from runtime import load
     from runtime.timing import time_interleaved
 
@@ -61,7 +60,7 @@ def latency(backbone: str, models: dict[str, Path], size: int, threads: int, war
     fns = {}
     for fusion, path in models.items():
         runner = load(path, threads=threads, providers=["CPUExecutionProvider"])
-        net = rebuild_reference(runner.metadata, None)
+        net = network_for(runner.metadata, None)
 
         def eager(net=net):
             with torch.inference_mode():
@@ -73,7 +72,7 @@ def latency(backbone: str, models: dict[str, Path], size: int, threads: int, war
     return {name: s.as_dict() for name, s in stats.items()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="pvt_v2_b2")
     parser.add_argument("--fusions", default="hierarchical,absi")
@@ -82,7 +81,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=15)
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     command = " ".join([Path(sys.executable).name, *sys.argv])
     fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
 

@@ -5,7 +5,7 @@ For each fusion mode and each exported variant (FP32, FP16, INT8 for TensorRT, I
 at each image's own size; PyTorch runs the demo checkpoint on the same preprocessed input and
 resizes its logits with torch (antialiased bilinear) before the sigmoid. Reports mask IoU and
 probability MAE against PyTorch, IoU against the true masks (how good the small demo network is),
-and the time per image. Judges issue 7's bound: FP32 masks IoU >= 0.99 against PyTorch's.
+and the time per image, and checks the bound: FP32 masks IoU >= 0.99 against PyTorch's.
 Writes docs/results/infer-demo-pvt_v2_b0.md/json and a preview PNG.
 
     python benchmarks/bench_infer.py [--work .bench-infer] [--images 24]
@@ -18,80 +18,45 @@ variants are made in --work, or copied from `benchmarks/bench_accuracy.py`'s fol
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from calibration.metrics import mask_iou
+from calibration.quantize import CALIBRATION_IMAGES
+from calibration.synthetic import SYNTHETIC_CALIBRATION_SEED, make_sample
+from export.parity import reference_probability
+from export.variants import Int8Settings, export_fp32, make_variant
+from models import build_model
+from models.demo_training import DEMO_BACKBONE, HELD_OUT_SEED, demo_checkpoint
+from runtime import Predictor
+from runtime.environment import collect_environment, stamp
+from runtime.files import write_bytes_atomic, write_json_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from calibration.metrics import mask_iou  # noqa: E402
-from calibration.quantize import Int8Options, quantize_int8  # noqa: E402
-from calibration.synthetic import make_sample, write_dataset  # noqa: E402
-from export.onnx_export import ExportOptions, export_onnx  # noqa: E402
-from export.parity import reference_probability  # noqa: E402
-from export.precision import convert_fp16  # noqa: E402
-from models import build_model  # noqa: E402
-from models.demo_training import HELD_OUT_SEED, demo_checkpoint  # noqa: E402
-from runtime import Predictor  # noqa: E402
-from runtime.environment import collect_environment, stamp  # noqa: E402
-from runtime.files import sha256_file, write_bytes_atomic, write_json_atomic  # noqa: E402
-from runtime.metadata import read_sidecar  # noqa: E402
 
 SIZES = ((352, 352), (300, 400), (480, 360), (240, 320))  # square and not, above and below the network size
-CALIB_SEED = 7
-CALIB_SIZE = (352, 352)  # the network size inference runs at: calibrate where you deploy
 FP32_IOU_BOUND = 0.99
 
 
-def _matches(path: Path, weights: Path) -> bool:
-    side = read_sidecar(path) if path.exists() else None
-    return bool(side) and side.get("weights", {}).get("file_sha256") == sha256_file(weights)
-
-
-def variants(fusion: str, work: Path, accuracy_work: Path) -> dict[str, Path]:
-    """FP32, FP16 and both INT8 layouts of the demo checkpoint; INT8 calibrated at CALIB_SIZE."""
+def variants(fusion: str, work: Path) -> dict[str, Path]:
+    """FP32, FP16 and both INT8 layouts of the demo checkpoint, through the variants pipeline (made
+    once, reused after)."""
     weights = demo_checkpoint(fusion)
-    fp32 = work / f"demo_{fusion}.onnx"
-    fp16 = work / f"demo_{fusion}.fp16.onnx"
-    for path in (fp32, fp16):  # the accuracy benchmark's copies, when they come from this checkpoint
-        source = accuracy_work / path.name
-        if not path.exists() and _matches(accuracy_work / fp32.name, weights) and source.exists():
-            for suffix in ("", ".json"):
-                shutil.copy2(f"{source}{suffix}", f"{path}{suffix}")
-    if not _matches(fp32, weights):
-        export_onnx(ExportOptions(backbone="pvt_v2_b0", fusion=fusion, weights=str(weights), output=fp32, force=True))
-    out = {"fp32": fp32}
-    if not fp16.exists():
-        convert_fp16(fp32, fp16, weights=str(weights), force=True)
-    out["fp16"] = fp16
-    calib = work / "calib"
-    if not calib.exists():
-        write_dataset(calib, 64, size=CALIB_SIZE, seed=CALIB_SEED)
-    int8 = (("int8 (tensorrt)", "tensorrt", "int8-percentile"), ("int8 (cpu)", "cpu", "int8-cpu"))
-    for label, target, suffix in int8:
-        path = work / f"demo_{fusion}.{suffix}.onnx"
-        if not path.exists():
-            quantize_int8(
-                Int8Options(
-                    model=fp32,
-                    calib_data=calib / "images",
-                    target=target,
-                    size=CALIB_SIZE,
-                    output=path,
-                    force=True,
-                )
-            )
-        out[label] = path
+    fp32 = export_fp32(work / f"demo_{fusion}.onnx", DEMO_BACKBONE, fusion, weights, say=print)
+    out = {"fp32": fp32, "fp16": make_variant(fp32, "fp16", weights=weights, say=print).path}
+    for target in ("tensorrt", "cpu"):
+        out[f"int8 ({target})"] = make_variant(
+            fp32, "int8", int8=Int8Settings(target=target), work=work, say=print
+        ).path
     return out
 
 
 def evaluate(fusion: str, models: dict[str, Path], count: int) -> list[dict]:
-    net = build_model("pvt_v2_b0", fusion, weights=str(demo_checkpoint(fusion)))
+    net = build_model(DEMO_BACKBONE, fusion, weights=str(demo_checkpoint(fusion)))
     predictors = {name: Predictor(path, threads=2) for name, path in models.items()}
     meta = next(iter(predictors.values())).metadata
     rng = np.random.default_rng(HELD_OUT_SEED)
@@ -156,7 +121,7 @@ def markdown(rows: list[dict], command: str, count: int) -> str:
         "the network sees 352x352 and masks are resized back to each image. Runtime: `runtime.Predictor`,",
         "ONNX Runtime CPU, 2 threads. PyTorch: the same preprocessed input, logits resized with torch",
         "(bilinear, antialiased) before the sigmoid. Masks at threshold 0.5. INT8: percentile calibration",
-        f"at {CALIB_SIZE[0]}x{CALIB_SIZE[1]}, 64 synthetic images (seed {CALIB_SEED}).",
+        f"at the model's size, {CALIBRATION_IMAGES} synthetic images (seed {SYNTHETIC_CALIBRATION_SEED}).",
         "",
         "| fusion | model | IoU vs PyTorch mean | IoU vs PyTorch min | prob MAE | IoU vs true mask "
         "| network ms | per image ms |",
@@ -169,7 +134,8 @@ def markdown(rows: list[dict], command: str, count: int) -> str:
             f"| {r['fusion']} | {r['model']} | {r['iou_vs_torch_mean']:.4f} | {r['iou_vs_torch_min']:.4f} | "
             f"{r['prob_mae']:.2e} | {r['iou_vs_truth']:.3f} | {ms} | {per} |"
         )
-    lines += ["", "## Issue 7 bound", "", "| fusion | criterion | measured | result |", "|---|---|---:|---|"]
+    lines += ["", "## Bound: FP32 masks against PyTorch's", ""]
+    lines += ["| fusion | criterion | measured | result |", "|---|---|---:|---|"]
     for r in rows:
         if r["model"] == "fp32":
             ok = r["iou_vs_torch_min"] >= FP32_IOU_BOUND
@@ -187,21 +153,20 @@ def markdown(rows: list[dict], command: str, count: int) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fusions", default="hierarchical,absi")
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--work", type=Path, default=ROOT / ".bench-infer")
-    parser.add_argument("--accuracy-work", type=Path, default=ROOT / ".bench-accuracy", help="FP32/FP16 to reuse")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     command = " ".join(["python", "benchmarks/bench_infer.py", *sys.argv[1:]])
     args.work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
     rows = []
     for fusion in (f.strip() for f in args.fusions.split(",") if f.strip()):
         print(f"== {fusion}", flush=True)
-        rows += evaluate(fusion, variants(fusion, args.work, args.accuracy_work), args.images)
+        rows += evaluate(fusion, variants(fusion, args.work), args.images)
     md = markdown(rows, command, args.images)
     stem = args.output / "infer-demo-pvt_v2_b0"
     write_bytes_atomic(stem.with_suffix(".md"), md.encode())

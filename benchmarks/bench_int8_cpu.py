@@ -19,28 +19,21 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration.quantize import CALIBRATION_IMAGES
+from runtime.environment import stamp
+from runtime.files import write_bytes_atomic, write_json_atomic
+from runtime.timing import time_interleaved
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from runtime.environment import stamp  # noqa: E402
-from runtime.files import write_bytes_atomic, write_json_atomic  # noqa: E402
-from runtime.timing import time_interleaved  # noqa: E402
 
 
-def ensure_models(backbone: str, fusion: str, work: Path, calib: Path, method: str, count: int) -> tuple[Path, Path]:
-    from calibration.quantize import Int8Options, quantize_int8
-    from export.onnx_export import ExportOptions, export_onnx
+def ensure_models(backbone: str, fusion: str, work: Path, method: str, count: int) -> tuple[Path, Path]:
+    """FP32 and INT8 (CPU layout) through the variants pipeline; INT8 made again for each run."""
+    from export.variants import Int8Settings, export_fp32, make_variant
 
-    fp32 = work / f"{backbone}_{fusion}.onnx"
-    if not fp32.exists():
-        export_onnx(ExportOptions(backbone=backbone, fusion=fusion, output=fp32))
-    int8 = work / f"{backbone}_{fusion}.int8-cpu.onnx"
-    quantize_int8(
-        Int8Options(
-            model=fp32, calib_data=calib, method=method, calib_count=count, target="cpu", output=int8, force=True
-        )
-    )
-    return fp32, int8
+    fp32 = export_fp32(work / f"{backbone}_{fusion}.onnx", backbone, fusion, say=print)
+    int8 = Int8Settings(target="cpu", method=method, images=count)
+    return fp32, make_variant(fp32, "int8", int8=int8, work=work, force=True, say=print).path
 
 
 def _neighbours(optimized: Path) -> dict[str, str]:
@@ -111,7 +104,7 @@ def profile_by_op(path: Path, x: np.ndarray, threads: int, runs: int = 5, warmup
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="pvt_v2_b2")
     parser.add_argument("--fusions", default="hierarchical,absi")
@@ -120,29 +113,23 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=15)
     parser.add_argument("--method", default="max")
-    parser.add_argument("--calib-count", type=int, default=16)
+    parser.add_argument("--calib-count", type=int, default=CALIBRATION_IMAGES)
     parser.add_argument("--work", type=Path, default=ROOT / ".bench-int8")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     command = " ".join(["python", "benchmarks/bench_int8_cpu.py", *sys.argv[1:]])
 
     import runtime
-    from calibration.synthetic import write_dataset
 
     args.work.mkdir(parents=True, exist_ok=True)
-    calib = args.work / "calib"
-    if not calib.exists():
-        write_dataset(calib, args.calib_count, size=(args.size, args.size), seed=1)
     fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
-    models = {
-        f: ensure_models(args.backbone, f, args.work, calib / "images", args.method, args.calib_count) for f in fusions
-    }
+    models = {f: ensure_models(args.backbone, f, args.work, args.method, args.calib_count) for f in fusions}
 
     x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size), dtype=np.float32)
     fns = {}
     for fusion, (fp32, int8) in models.items():
         for precision, path in (("fp32", fp32), ("int8-cpu", int8)):
-            runner = runtime.load(path, threads=args.threads, providers=["CPUExecutionProvider"])
+            runner = runtime.open_runner(path, "onnxruntime-cpu", threads=args.threads)
             fns[f"{fusion}/{precision}"] = lambda r=runner: r.infer(x)
     print(f"timing {len(fns)} models interleaved ...", flush=True)
     stats = {k: v.as_dict() for k, v in time_interleaved(fns, warmup=args.warmup, iterations=args.iters).items()}

@@ -21,13 +21,12 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from export.boards import format_bytes
+from runtime.environment import stamp
+from runtime.files import write_bytes_atomic, write_json_atomic
+from runtime.tables import Table
 
-from export.boards import format_bytes  # noqa: E402
-from runtime.bench_report import Table  # noqa: E402
-from runtime.environment import stamp  # noqa: E402
-from runtime.files import write_bytes_atomic, write_json_atomic  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 FUSIONS = ("hierarchical", "absi")
 # label -> (ONNX variant, --high-precision of the INT8 layout)
@@ -40,27 +39,15 @@ PRECISIONS = {
 
 
 def variant(backbone: str, fusion: str, label: str, work: Path, calib: Path, count: int) -> Path:
-    """The ONNX file of one precision, made once and kept in `work`."""
-    from calibration.quantize import Int8Options, quantize_int8
-    from export.onnx_export import ExportOptions, export_onnx
-    from export.precision import convert_fp16
+    """The ONNX file of one precision, through the variants pipeline (made once, kept in `work`)."""
+    from export.variants import Int8Settings, export_fp32, make_variant
 
-    fp32 = work / f"{backbone}_{fusion}.onnx"
-    if not fp32.exists():
-        print(f"exporting {fp32.name}", flush=True)
-        export_onnx(ExportOptions(backbone=backbone, fusion=fusion, output=fp32))
+    fp32 = export_fp32(work / f"{backbone}_{fusion}.onnx", backbone, fusion, say=print)
     kind, islands = PRECISIONS[label]
     if kind == "fp32":
         return fp32
-    path = work / f"{backbone}_{fusion}.{kind}{'-' + islands if islands else ''}.onnx"
-    if not path.exists():
-        print(f"writing {path.name}", flush=True)
-        if kind == "fp16":
-            convert_fp16(fp32, path)
-        else:
-            options = Int8Options(model=fp32, calib_data=calib, calib_count=count, float_precision=islands, output=path)
-            quantize_int8(options)
-    return path
+    int8 = Int8Settings(images=count, calib_data=calib, float_precision=islands if islands == "fp32" else None)
+    return make_variant(fp32, kind, int8=int8, say=print).path
 
 
 def build(model: Path, engine: Path, max_shape: tuple[int, ...] | None = None, report: bool = True):
@@ -195,7 +182,7 @@ def memory_sweep(backbones, sides, batches, precisions, work, calib, count) -> t
     return tables, records
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="pvt_v2_b2")
     parser.add_argument("--memory-backbones", default="pvt_v2_b0,pvt_v2_b2")
@@ -206,19 +193,17 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / ".bench-rtx")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--parts", default="builds,memory", help="builds: the per-precision table; memory: the sweep")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     command = " ".join(["python", "benchmarks/bench_tensorrt_rtx.py", *sys.argv[1:]])
     parts = {p.strip() for p in args.parts.split(",")}
 
-    from calibration.synthetic import write_dataset
+    from calibration.synthetic import synthetic_calibration_images
     from runtime.tensorrt_common import import_tensorrt
 
     import_tensorrt("tensorrt-rtx")  # refuses with the install hint before any export
     (args.work / "engines").mkdir(parents=True, exist_ok=True)
     args.output.mkdir(parents=True, exist_ok=True)
-    calib = args.work / "calib"
-    if not calib.exists():
-        write_dataset(calib, args.calib_count, size=(352, 352), seed=1)
+    calib = synthetic_calibration_images(args.work / "calibration", args.calib_count)
 
     if "builds" in parts:
         write_builds(args, command, calib)
@@ -228,7 +213,7 @@ def main() -> None:
 
 
 def write_builds(args, command: str, calib: Path) -> None:
-    tables, build_records = survey(args.backbone, args.work, calib / "images", args.calib_count)
+    tables, build_records = survey(args.backbone, args.work, calib, args.calib_count)
     text = [f"# TensorRT-RTX builds of {args.backbone}", "", stamp(command), ""]
     text += [t.markdown() + "\n" for t in tables]
     write_bytes_atomic(args.output / f"tensorrt-rtx-{args.backbone}.md", "\n".join(text).encode())
@@ -240,7 +225,7 @@ def write_memory(args, command: str, calib: Path) -> None:
     batches = [int(b) for b in args.batches.split(",")]
     backbones = [b for b in args.memory_backbones.split(",") if b]
     precisions = [p for p in args.memory_precisions.split(",") if p]
-    tables, records = memory_sweep(backbones, sides, batches, precisions, args.work, calib / "images", args.calib_count)
+    tables, records = memory_sweep(backbones, sides, batches, precisions, args.work, calib, args.calib_count)
     text = ["# TensorRT-RTX: activation memory by profile", "", stamp(command), ""]
     text += [t.markdown() + "\n" for t in tables]
     write_bytes_atomic(args.output / "tensorrt-rtx-memory.md", "\n".join(text).encode())

@@ -1,7 +1,7 @@
 """Load test of the Python-backend model on the bundled tritonserver: dynamic batching on and off, 1 and 2 instances.
 
 For each setting, `msdeploy export triton --backend python` writes a repository entry for the demo
-checkpoint's FP32 ONNX (hierarchical fusion, pvt_v2_b0), `export.triton_server.TritonServer` starts
+checkpoint's FP32 ONNX (hierarchical fusion, pvt_v2_b0), `serving.server.TritonServer` starts
 the real server on loopback, and N concurrent clients (threads, one HTTP connection each) send R
 requests in all, one JPEG per request, cycling through held-out synthetic images of several sizes.
 Every response is checked against `runtime.Predictor` on the same bytes (batch 1, same threads):
@@ -26,22 +26,21 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
+from calibration.synthetic import make_sample
+from models.demo_training import HELD_OUT_SEED
+from runtime import Predictor
+from runtime.environment import collect_environment, stamp
+from runtime.errors import UserError
+from runtime.files import write_bytes_atomic, write_json_atomic
+from runtime.metadata import read_sidecar
+from serving.client import ImageClient
+from serving.model_repository import TritonOptions, write_triton_model
+from serving.server import ServerOptions, TritonServer, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from calibration.synthetic import make_sample  # noqa: E402
-from export.triton import TritonOptions, write_triton_model  # noqa: E402
-from export.triton_client import ImageClient  # noqa: E402
-from export.triton_server import ServerOptions, TritonServer, free_port  # noqa: E402
-from models.demo_training import HELD_OUT_SEED  # noqa: E402
-from runtime import Predictor  # noqa: E402
-from runtime.environment import collect_environment, stamp  # noqa: E402
-from runtime.errors import UserError  # noqa: E402
-from runtime.files import write_bytes_atomic, write_json_atomic  # noqa: E402
-from runtime.metadata import read_sidecar  # noqa: E402
 
 SIZES = ((352, 352), (300, 400), (480, 360), (240, 320))
 IMAGES = 16
@@ -187,14 +186,14 @@ def markdown(rows: list[dict], command: str, model: Path, args, direct_ms: float
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "demo-output" / "pvt_v2_b0_hierarchical.onnx")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads of the served model")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     command = " ".join(["python", "benchmarks/bench_triton.py", *sys.argv[1:]])
     side = read_sidecar(args.model) if args.model.exists() else None
     if not side or side.get("weights", {}).get("source") != "file":

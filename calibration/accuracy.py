@@ -21,7 +21,9 @@ import numpy as np
 
 from calibration.metrics import SegmentationMetrics, mask_iou, sigmoid
 from runtime.errors import UserError
+from runtime.files import display_path
 from runtime.preprocess import IMAGE_SUFFIXES, ImageReadError, load_rgb, preprocess, resize_rgb
+from runtime.tables import Table
 
 
 @dataclass
@@ -93,6 +95,71 @@ class AccuracyReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     sensitivity: list[dict] = field(default_factory=list)
     sensitivity_model: str | None = None
+
+    def tables(self) -> list[Table]:
+        """The report's tables, for the terminal and for Markdown alike."""
+        agreement = Table(
+            f"Agreement with the FP32 model ({self.images} images at {self.size[0]}x{self.size[1]})",
+            ["model", "max abs logit", "min cosine", "mean SQNR dB", "mask IoU mean", "mask IoU min", "prob MAE"],
+            [
+                [
+                    v.name,
+                    f"{v.max_abs:.3g}",
+                    f"{v.cosine_min:.6f}",
+                    _fmt(v.sqnr_db_mean, ".1f"),
+                    f"{v.mask_iou_mean:.4f}",
+                    f"{v.mask_iou_min:.4f}",
+                    f"{v.prob_mae:.2e}",
+                ]
+                for v in self.variants
+            ],
+            "masks: probability >= 0.5; SQNR = 10 log10(sum ref^2 / sum (ref - model)^2) on mask logits",
+        )
+        base = self.variants[0].ground_truth
+        truth = Table(
+            "Against ground truth (pysodmetrics)",
+            ["model", "S-measure", "ΔS vs FP32", "mean E-measure", "weighted F", "MAE", "IoU@0.5"],
+            [
+                [
+                    v.name,
+                    f"{g['s_measure']:.4f}",
+                    f"{g['s_measure'] - base['s_measure']:+.4f}",
+                    f"{g['e_measure']:.4f}",
+                    f"{g['weighted_f']:.4f}",
+                    f"{g['mae']:.4f}",
+                    f"{g['iou']:.4f}",
+                ]
+                for v in self.variants
+                for g in [v.ground_truth]
+            ],
+        )
+        tables = [agreement, truth]
+        if self.sensitivity:
+            tables.append(
+                Table(
+                    f"INT8 sensitivity: quantized tensors with the lowest SQNR ({self.sensitivity_model})",
+                    ["tensor", "SQNR dB", "scale", "read by"],
+                    [
+                        [r["tensor"], _fmt(r["sqnr_db"], ".1f"), f"{r['scale']:.3g}", ", ".join(r["read_by"][:2])]
+                        for r in self.sensitivity
+                    ],
+                    "SQNR of the FP32 activation against itself rounded with the model's scale; "
+                    "exclude the nodes at the top first: msdeploy quantize ... --exclude 'NODE_NAME'",
+                )
+            )
+        return tables
+
+    def markdown(self, command: str) -> str:
+        """The report as a Markdown file, stamped with the command, date, machine and versions."""
+        from runtime.environment import collect_environment, stamp
+
+        lines = [f"# Accuracy: {Path(self.variants[0].path).name}", "", stamp(command, collect_environment()), ""]
+        lines += [f"Data: `{self.data}`, {self.images} images at {self.size[0]}x{self.size[1]}.", ""]
+        return "\n".join(lines + [t.markdown() + "\n" for t in self.tables()])
+
+
+def _fmt(value: float, spec: str) -> str:
+    return "inf" if value == float("inf") else format(value, spec)
 
 
 def variant_name(runner, path: Path) -> str:
@@ -178,7 +245,7 @@ def evaluate_models(
         variants.append(
             VariantScores(
                 name=label,
-                path=str(model),
+                path=display_path(model),
                 precision=meta.precision,
                 max_abs=max(s["max_abs"]),
                 cosine_min=min(s["cos"]),

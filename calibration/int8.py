@@ -283,7 +283,7 @@ def quantize_model(
     if layout.dq_only_into_quantized_ops:
         _only_quantized_ops_read_dq(out, layout.op_types)
     if (float_precision or layout.float_precision) == "fp16":
-        from export.precision import fp16_graph
+        from calibration.fp16 import fp16_graph
 
         out = fp16_graph(out, keep_fp32=("QuantizeLinear", "DequantizeLinear"))
     onnx.checker.check_model(out)

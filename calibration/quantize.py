@@ -25,24 +25,30 @@ from calibration.int8 import (
     quantized_node_count,
     tensorrt_qdq_problems,
 )
-from export.parity import ParityReport
-from export.precision import default_output, fp32_source
+from calibration.verified import fp32_source, write_verified_model
+from runtime.backends import open_runner
+from runtime.compare import ParityReport
 from runtime.errors import UserError, VerificationError
-from runtime.metadata import ModelMetadata, check_model_output, model_sha256, sidecar_path
+from runtime.metadata import ModelMetadata, check_model_output, model_sha256, sidecar_path, variant_path
 
 log = logging.getLogger("msdeploy")
 
 VERIFY_IMAGES = 4  # calibration images the written model is checked on
+# One set of calibration defaults for every caller: the CLI, the demo, the bundle, the self-test, the
+# benchmark and the scripts. Percentile was the best of the three methods on both demo models.
+CALIBRATION_METHOD = "percentile"
+CALIBRATION_IMAGES = 64
+CALIBRATION_SEED = 0
 
 
 @dataclass
 class Int8Options:
     model: Path
     calib_data: Path | None
-    method: str = "percentile"  # the best of the three on both demo models (docs/results/accuracy-demo-*)
+    method: str = CALIBRATION_METHOD
     target: str = "tensorrt"
-    calib_count: int | None = 64
-    seed: int = 0
+    calib_count: int | None = CALIBRATION_IMAGES
+    seed: int = CALIBRATION_SEED
     size: tuple[int, int] | None = None  # default: the model's default size
     exclude: tuple[str, ...] = ()
     quantize_attention: bool | None = None  # None: the target's default (float attention in both)
@@ -68,7 +74,7 @@ class Int8Result:
 
 
 def default_int8_output(model_path: Path, target: str) -> Path:
-    return default_output(model_path, "int8" if target == "tensorrt" else f"int8-{target}")
+    return variant_path(model_path, "int8" if target == "tensorrt" else f"int8-{target}")
 
 
 def quantize_int8(
@@ -77,9 +83,6 @@ def quantize_int8(
     calib_progress: Callable[[int, int], None] | None = None,
 ) -> Int8Result:
     import onnx
-
-    import runtime
-    from export.onnx_export import write_verified_model
 
     say = progress or log.info
     if options.method not in METHODS:
@@ -139,14 +142,14 @@ def quantize_int8(
             options.calib_data, meta, count=options.calib_count, seed=options.seed, size=size, first=VERIFY_IMAGES
         ).feeds
     )[:VERIFY_IMAGES]
-    reference = runtime.load(model_path, providers=["CPUExecutionProvider"])
+    reference = open_runner(model_path, "onnxruntime-cpu")
     int8_meta = dataclasses.replace(meta, precision="int8", parity={})
     say(f"verifying against the FP32 model on {len(verify_feeds)} calibration images (INT8 tolerance)")
     parity, size_bytes = write_verified_model(
         model,
         int8_meta,
         output,
-        lambda x: list(reference.infer(x.numpy()).values()),
+        reference,
         (),
         inputs=[np.asarray(f[meta.input_name]) for f in verify_feeds],
         sidecar_extra=lambda: {

@@ -112,3 +112,14 @@ def write_dataset(
             path = check_output_path(folder / sub / f"{i:04d}.png", force=True)
             Image.fromarray(array).save(path)
     return folder
+
+
+SYNTHETIC_CALIBRATION_SEED = 1  # held apart from training (seed 0) and the held-out images
+
+
+def synthetic_calibration_images(folder: str | Path, count: int) -> Path:
+    """The synthetic calibration set in `folder` (written once, reused after), as its images folder."""
+    folder = Path(folder)
+    if len(list((folder / "images").glob("*.png"))) < count:
+        write_dataset(folder, count, size=(352, 352), seed=SYNTHETIC_CALIBRATION_SEED, force=True)
+    return folder / "images"

@@ -17,13 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from calibration.quantize import CALIBRATION_IMAGES, CALIBRATION_METHOD
 from export.boards import DEFAULT_BOARD, board, format_bytes
 from runtime.errors import UserError
 from runtime.files import move_dir_into_place, sha256_file, write_bytes_atomic, write_json_atomic
-from runtime.metadata import model_sha256, read_sidecar, sidecar_path
+from runtime.metadata import PRECISIONS, model_sha256, read_sidecar, sidecar_path
 from runtime.tensorrt_common import format_shape
 
-PRECISIONS = ("fp32", "fp16", "int8")
 BUILD_SCRIPT = "build_engine.sh"
 MANIFEST = "manifest.json"
 
@@ -35,8 +35,8 @@ class BundleOptions:
     precisions: tuple[str, ...] = ("fp32", "fp16")  # int8 needs calib_data
     engine_precision: str = "fp16"  # the variant build_engine.sh compiles; Jetson's default
     calib_data: Path | None = None
-    calib_count: int = 64
-    method: str = "percentile"
+    calib_count: int = CALIBRATION_IMAGES
+    method: str = CALIBRATION_METHOD
     weights: Path | None = None  # the checkpoint MODEL came from: the FP16 variant is checked against it
     batches: tuple[int, ...] = (1,)
     max_size: int | None = None  # largest image side (default 1024); lower it on 8 GB boards. Not for DLA
@@ -106,18 +106,6 @@ def _copy_model(source: Path, folder: Path) -> Path:
     return target
 
 
-def _reusable_fp16(source: Path) -> Path | None:
-    """An FP16 model already made from exactly this FP32 model (beside it), so bundling does not
-    convert and verify again."""
-    from export.precision import default_output
-
-    candidate = default_output(source, "fp16")
-    side = read_sidecar(candidate) if candidate.is_file() else None
-    if side and side.get("precision") == "fp16" and side.get("derived_from", {}).get("sha256") == model_sha256(source):
-        return candidate
-    return None
-
-
 def create_bundle(options: BundleOptions, progress: Callable[[str], None] | None = None) -> BundleResult:
     """Assemble the bundle in a temporary folder beside `options.output`, then move it into place."""
     from export.tensorrt_build import DEFAULT_MAX_SIDE, EngineOptions, model_metadata, resolve_profile
@@ -141,10 +129,9 @@ def create_bundle(options: BundleOptions, progress: Callable[[str], None] | None
     try:
         fp32 = _copy_model(options.model, folder)
         variants = {"fp32": fp32}
-        if "fp16" in options.precisions:
-            variants["fp16"] = _fp16_variant(options, fp32, say, result.notes)
-        if "int8" in options.precisions:
-            variants["int8"] = _int8_variant(options, fp32, say, result.notes)
+        for precision in ("fp16", "int8"):
+            if precision in options.precisions:
+                variants[precision] = _variant(options, fp32, precision, say, result.notes)
         if options.wheel:
             say("building the project wheel (runtime-only install on the board)")
             from export.project_wheel import build_project_wheel
@@ -192,43 +179,25 @@ def create_bundle(options: BundleOptions, progress: Callable[[str], None] | None
     return result
 
 
-def _fp16_variant(options: BundleOptions, fp32: Path, say: Callable[[str], None], notes: list[str]) -> Path:
-    from export.precision import convert_fp16, default_output
+def _variant(options: BundleOptions, fp32: Path, precision: str, say: Callable[[str], None], notes: list[str]) -> Path:
+    """A variant made in the bundle folder; one already made from this FP32 model beside it is copied
+    (its parity was checked when it was written), and so is its calibration cache."""
+    from calibration.cache import default_cache_path
+    from export.variants import Int8Settings, made_from, make_variant, variant_output
 
-    existing = _reusable_fp16(options.model)
-    if existing is not None:
+    int8 = Int8Settings("tensorrt", options.method, options.calib_count, options.calib_data)
+    existing = variant_output(options.model, precision, int8)
+    if precision == "fp16" and made_from(existing, options.model, precision):
         notes.append(f"FP16: reused {existing} (made from this FP32 model; checked when it was written)")
         return _copy_model(existing, fp32.parent)
-    say("converting to FP16 (checked against PyTorch)")
+    if precision == "int8" and default_cache_path(options.model, options.method).is_file():
+        # reused below only if its key matches this model and these images
+        shutil.copy2(default_cache_path(options.model, options.method), default_cache_path(fp32, options.method))
     weights = str(options.weights) if options.weights else None
-    return convert_fp16(fp32, default_output(fp32, "fp16"), weights=weights, force=True, progress=say).path
-
-
-def _int8_variant(options: BundleOptions, fp32: Path, say: Callable[[str], None], notes: list[str]) -> Path:
-    from calibration.cache import default_cache_path
-    from calibration.quantize import Int8Options, quantize_int8
-
-    cache = default_cache_path(fp32, options.method)
-    existing = default_cache_path(options.model, options.method)
-    if existing.is_file():
-        shutil.copy2(existing, cache)  # reused below only if its key matches this model and these images
-    result = quantize_int8(
-        Int8Options(
-            model=fp32,
-            calib_data=options.calib_data,
-            method=options.method,
-            target="tensorrt",
-            calib_count=options.calib_count,
-            calib_cache=cache,
-            force=True,
-        ),
-        progress=say,
-    )
-    notes.append(
-        f"INT8: calibration cache {cache.name} "
-        + ("reused (no calibration run)" if result.cache_reused else f"written ({result.calibration_images} images)")
-    )
-    return result.path
+    made = make_variant(fp32, precision, weights=weights, int8=int8, force=True, say=say)
+    if made.detail:
+        notes.append(f"{precision.upper()}: {made.detail}")
+    return made.path
 
 
 def build_command(model_name: str, profile, options: BundleOptions) -> str:

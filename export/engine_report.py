@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from export.boards import format_bytes
-from runtime.bench_report import Table
 from runtime.files import write_bytes_atomic, write_json_atomic
+from runtime.tables import Table
 
 # the builder's INFO lines with the engine's memory, in bytes
 _MEMORY_LINES = {

@@ -15,28 +15,27 @@ import io
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from export.parity import ParityReport, Reference, reference_fn, run_parity
-from export.provenance import export_versions, state_sha256, weights_record
+from calibration.verified import write_verified_model
+from export.provenance import export_versions, weights_record
 from export.rewrites import rewrite_for_export
 from models import DEFAULT_BACKBONE, DEFAULT_FUSION, DEFAULT_SCALES, build_model
+from models.checkpoint import state_sha256
 from models.network import MultiScaleCODNet
+from models.runner import TorchRunner, output_names
 from models.scaling import MIN_SIDE
+from runtime.compare import ParityReport
 from runtime.errors import UserError, VerificationError
-from runtime.files import atomic_path, sha256_file, write_json_atomic
 from runtime.metadata import ModelMetadata, check_model_output, sidecar_path
 
 log = logging.getLogger("msdeploy")
 
 INPUT_NAME = "image"
-MASK_OUTPUT = "mask_logits"
-FEATURE_OUTPUTS = ("fused_s4", "fused_s8", "fused_s16", "fused_s32")
 DEFAULT_OPSET = 20
 EXAMPLE_SHAPE = (2, 3, 288, 320)  # batch > 1: an example batch of 1 silently fixes the batch to 1
 # sizes unlike the example's: square, odd, non-square, the minimum side; batches 1 to 3
@@ -98,10 +97,6 @@ def verification_shapes(static_size: Sequence[int] | None) -> list[tuple[int, in
     return list(DYNAMIC_VERIFY_SHAPES)
 
 
-def output_names(features: bool) -> list[str]:
-    return [MASK_OUTPUT, *FEATURE_OUTPUTS] if features else [MASK_OUTPUT]
-
-
 def _validate(options: ExportOptions) -> None:
     if options.static is not None:
         height, width = options.static
@@ -114,7 +109,7 @@ def _validate(options: ExportOptions) -> None:
 @contextlib.contextmanager
 def _guards_fail_loudly() -> Iterator[None]:
     """Make the exporter raise when it would specialise a dynamic size, instead of turning the guard
-    into a deferred runtime assert (deployment-facts.md). The flag is read from torch.onnx._flags at
+    into a deferred runtime assert (docs/onnx-export.md). The flag is read from torch.onnx._flags at
     call time; where a torch version lacks it, verification at other sizes still catches the fault."""
     flags = getattr(torch.onnx, "_flags", None)
     name = "PREFER_DEFERRED_RUNTIME_ASSERTS_OVER_GUARDS"
@@ -251,7 +246,7 @@ def export_onnx(options: ExportOptions, progress: Callable[[str], None] | None =
         model,
         metadata,
         output,
-        reference_fn(net, options.features),
+        TorchRunner(net, features=options.features),
         verify_shapes,
         sidecar_extra=lambda: {"export_seconds": _record(seconds, "verify", start), "export_rewrites": rewrites},
     )
@@ -262,48 +257,3 @@ def export_onnx(options: ExportOptions, progress: Callable[[str], None] | None =
 def _record(seconds: dict[str, float], phase: str, start: float) -> dict[str, float]:
     seconds[phase] = time.perf_counter() - start
     return seconds
-
-
-def write_verified_model(
-    model,
-    metadata: ModelMetadata,
-    output: Path,
-    reference: Reference,
-    shapes: Sequence[Sequence[int]],
-    *,
-    inputs: Sequence[np.ndarray] = (),
-    sidecar_extra: Callable[[], dict] = dict,
-) -> tuple[ParityReport, int]:
-    """Write `model` to `output` only if it matches `reference` at `shapes` (tolerance of
-    metadata.precision): temporary file, parity, parity figures into the metadata, rename, then the
-    sidecar with the file's sha256. Raises VerificationError and writes nothing on a mismatch.
-    Returns the parity report and the file size."""
-    with atomic_path(output) as tmp:
-        write_model(model, metadata, tmp)
-        parity = run_parity(tmp, reference, shapes, precision=metadata.precision, inputs=inputs)
-        if not parity.passed:
-            raise VerificationError(
-                f"the {metadata.precision} model does not match its reference (nothing was written):\n"
-                + parity.summary()
-            )
-        parity.model = str(output)  # it ran on the temporary file; report the real one
-        metadata.parity = parity.as_metadata()
-        write_model(model, metadata, tmp)
-        model_sha = sha256_file(tmp)
-        size = tmp.stat().st_size
-    write_json_atomic(
-        sidecar_path(output),
-        {**asdict(metadata), "model_file": output.name, "model_sha256": model_sha, **sidecar_extra()},
-    )
-    return parity, size
-
-
-def write_model(model, metadata: ModelMetadata, path: Path) -> None:
-    """Save an ONNX model with our metadata in metadata_props (replacing any earlier copy)."""
-    import onnx
-
-    del model.metadata_props[:]
-    for key, value in metadata.to_props().items():
-        model.metadata_props.add(key=key, value=value)
-    model.producer_name = "multiscale-deploy"
-    onnx.save_model(model, str(path))

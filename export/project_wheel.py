@@ -15,7 +15,8 @@ from pathlib import Path
 from runtime.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("models", "export", "calibration", "runtime", "msdeploy")
+# the layers, bottom up (docs/architecture.md)
+PACKAGES = ("runtime", "calibration", "models", "export", "bench", "serving", "workflows", "msdeploy")
 TOP_FILES = ("pyproject.toml", "README.md")
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*.tmp.*")
 # the demo checkpoints (30 MB) serve PyTorch; a board runs the bundle's ONNX models instead

@@ -31,7 +31,14 @@ from export.engine_report import BuildReport, parse_layers, parse_memory, summar
 from runtime.cuda import CudaApi, DeviceBuffer, DeviceInfo
 from runtime.errors import UserError
 from runtime.files import write_bytes_atomic, write_json_atomic
-from runtime.metadata import ModelMetadata, check_model_output, model_sha256, read_sidecar, sidecar_path
+from runtime.metadata import (
+    PRECISIONS,
+    ModelMetadata,
+    check_model_output,
+    model_sha256,
+    read_model_metadata,
+    sidecar_path,
+)
 from runtime.tensorrt_common import (
     ENGINE_FORMAT,
     RTX_DEFAULT_COMPUTE_CAPABILITIES,
@@ -48,7 +55,6 @@ if TYPE_CHECKING:  # the tensorrt-stubs package: mypy checks our calls against T
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_MIN_SIDE, DEFAULT_MAX_SIDE = 128, 1024
 IMPLICIT_INT8_METHOD = "entropy"  # IInt8EntropyCalibrator2: TensorRT's recommended calibrator for CNNs
 
@@ -134,13 +140,9 @@ def parse_size(text: str) -> int:
 
 
 def model_metadata(model: Path) -> ModelMetadata:
-    """The ONNX model's metadata from its sidecar (no onnx import: this also runs on the board)."""
-    data = read_sidecar(model)
-    if data is None:
-        raise UserError(
-            f"{model} has no sidecar {model.name}.json; it holds the size rules and precision of the model. "
-            "Copy it with the model, or export again with `msdeploy export onnx`"
-        )
+    """The ONNX model's metadata from its sidecar (no onnx import: this also runs on the board), for a
+    graph TensorRT can build."""
+    meta, data = read_model_metadata(model)
     layout = (data.get("int8") or {}).get("target", "tensorrt")
     if layout != "tensorrt":
         # asymmetric UINT8 activations: TensorRT's explicit quantization takes symmetric INT8 only
@@ -148,7 +150,7 @@ def model_metadata(model: Path) -> ModelMetadata:
             f"{model} holds the {layout} INT8 layout (for ONNX Runtime); TensorRT builds the TensorRT layout: "
             f"msdeploy quantize FP32_MODEL.onnx --precision int8 --target tensorrt --calib-data DIR"
         )
-    return ModelMetadata.from_dict(data)
+    return meta
 
 
 def plan_build(graph_precision: str, requested: str | None, features: TensorRTFeatures) -> BuildPlan:

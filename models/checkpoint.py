@@ -18,6 +18,7 @@ unexpected or of the wrong shape is an error naming the keys.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Mapping
@@ -163,3 +164,13 @@ def load_checkpoint(model: nn.Module, source: str | Path | Mapping) -> LoadRepor
     for reason, keys in report.dropped.items():
         log.warning("checkpoint %s: dropped %d keys: %s", name, len(keys), reason)
     return report
+
+
+def state_sha256(module: nn.Module) -> str:
+    """Hash of a module's state (names, dtypes, shapes and values), independent of file format."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()

@@ -1,6 +1,6 @@
 """Decoder over the fused pyramid and the mask head.
 
-After the original repository's earlier decoder (reference-architecture.md): from the deepest
+After the original repository's earlier decoder (docs/architecture.md): from the deepest
 level up, upsample to the skip's size, concatenate the skip, two Conv3x3+BN+ReLU blocks; each stage
 ends at its skip's channels, so the last stage has the stride-4 channels (64 for pvt_v2_b2). The
 original upsampled x2 and then resized when sizes differed; we resize straight to the skip's size,

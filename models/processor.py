@@ -1,7 +1,7 @@
 """MultiScaleInputProcessor: scaled copies -> one shared backbone -> per-level fusion -> refinement.
 
 Module and parameter names follow the original implementation so its checkpoints load
-(reference-architecture.md, "Checkpoint layout"); the original builds ABSI and hierarchical units
+(docs/architecture.md, "Checkpoints"); the original builds ABSI and hierarchical units
 side by side, we build only the mode in use (`feature_fusion.<mode>_units`).
 """
 

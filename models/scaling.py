@@ -1,12 +1,12 @@
 """Scaled copies of the input, with the original implementation's rounding rule.
 
-Rule (reference-architecture.md): for a scale s != 1.0, h = max(32, (int(H * s) // 32) * 32), the same
+Rule (docs/architecture.md): for a scale s != 1.0, h = max(32, (int(H * s) // 32) * 32), the same
 for W, resized bilinearly (align_corners=False); the 1.0x input passes through unrounded.
 
 The rule is written in integer arithmetic on the scale as an exact fraction p/q:
 floor(floor(H*p/q) / 32) == (p*H) // (32*q), so h = max(32, (p*H) // (32*q) * 32). The torch exporter
 keeps integer floor division symbolic, while float arithmetic (int(H * 0.5)) is silently frozen into
-the ONNX graph as a constant for the example's size (deployment-facts.md).
+the ONNX graph as a constant for the example's size (docs/onnx-export.md).
 """
 
 from __future__ import annotations

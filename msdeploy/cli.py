@@ -14,11 +14,19 @@ from pathlib import Path
 
 import click
 
-from export.boards import BOARDS, DEFAULT_BOARD  # torch-free: memory budgets per Jetson board
+# the libraries' vocabularies; all torch-free, so `msdeploy --help` runs on a runtime-only install
+from calibration.int8 import FLOAT_PRECISIONS
+from calibration.int8 import LAYOUTS as INT8_LAYOUTS
+from calibration.int8 import METHODS as CALIBRATION_METHODS
+from calibration.quantize import CALIBRATION_IMAGES, CALIBRATION_METHOD
+from export.boards import BOARDS, DEFAULT_BOARD
 from msdeploy import __version__
+from runtime.backends import AUTO, BACKENDS, FILE_BACKENDS
+from runtime.backends import FAMILIES as BACKEND_FAMILIES
 from runtime.errors import MSDeployError, UserError
-from runtime.metadata import FUSION_NAMES
+from runtime.metadata import FUSION_NAMES, PRECISIONS
 from runtime.tensorrt_common import TARGETS as TENSORRT_TARGETS
+from serving.model_repository import BACKENDS as TRITON_BACKENDS
 
 # the [export] extra's modules: a command that needs one on a runtime-only install says which extra to add
 DESKTOP_MODULES = {
@@ -72,18 +80,34 @@ def invocation() -> str:
     return " ".join(["msdeploy", *(shlex.quote(a) for a in Group.invocation_args)])
 
 
-def _parse_floats(value: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+def _size(item: str) -> tuple[int, int]:
+    """'352' -> (352, 352); '320x240' -> (320, 240)."""
+    h, _, w = item.lower().partition("x")
+    return int(h), int(w or h)
 
 
-def _parse_ints(value: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+class CommaList(click.ParamType):
+    """The one way the CLI reads a comma list: '256,320' -> (256, 320), each item converted by `item`
+    (a ValueError names the option and what was expected)."""
+
+    name = "list"
+
+    def __init__(self, item=str, expected: str = "names") -> None:
+        self.item, self.expected = item, expected
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(self.item(v.strip()) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            self.fail(f"expected comma-separated {self.expected}, got {value!r}", param, ctx)
+
+
+NAMES = CommaList()
+INTS = CommaList(int, "integers")
+FLOATS = CommaList(float, "numbers")
+SIZES = CommaList(_size, "sizes like 352 or 320x240")
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -111,7 +135,7 @@ def info(as_json: bool) -> None:
     "--scales",
     default="0.5,1.0,1.5",
     show_default=True,
-    callback=lambda c, p, v: _parse_floats(v),
+    type=FLOATS,
     help="Comma-separated scales, must contain 1.0.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
@@ -125,13 +149,18 @@ def params(backbone: str, scales: tuple[float, ...], as_json: bool) -> None:
 @main.command()
 @click.option("--backbone", default="pvt_v2_b0", show_default=True, help="timm backbone name.")
 @click.option(
-    "--fusion", "fusions", default="hierarchical,absi", show_default=True, help="Comma-separated fusion modes."
+    "--fusion",
+    "fusions",
+    type=NAMES,
+    default="hierarchical,absi",
+    show_default=True,
+    help="Comma-separated fusion modes.",
 )
 @click.option(
     "--sizes",
     default="256,320,352,416",
     show_default=True,
-    callback=lambda c, p, v: _parse_ints(v),
+    type=INTS,
     help="Comma-separated square input sizes.",
 )
 @click.option(
@@ -147,31 +176,15 @@ def demo(backbone: str, fusions: str, sizes: tuple[int, ...], output_dir: Path, 
     """The main job on the embedded default (CPU, ONNX Runtime): build the network, show its
     parameters and output shapes, export both fusion modes to ONNX (with the packaged demo checkpoint,
     trained on synthetic camouflage images) and check them against PyTorch."""
-    from msdeploy.commands.model import run_demo
+    from msdeploy.commands.model import run_demo_command
+    from workflows.demo import DemoOptions
 
-    names = tuple(f.strip() for f in fusions.split(",") if f.strip())
-    if not run_demo(backbone, names, sizes, output_dir, force, random_init):
+    if not run_demo_command(DemoOptions(backbone, fusions, sizes, output_dir, force, random_init)):
         raise SystemExit(1)
 
 
-def _parse_names(value: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip())
-
-
-def _parse_sizes(value: str) -> tuple[tuple[int, int], ...]:
-    """'256,320x240' -> ((256, 256), (320, 240))."""
-    sizes = []
-    for item in (v.strip().lower() for v in value.split(",") if v.strip()):
-        try:
-            h, _, w = item.partition("x")
-            sizes.append((int(h), int(w or h)))
-        except ValueError:
-            raise click.BadParameter(f"expected sizes like 352 or 320x240, got {item!r}") from None
-    return tuple(sizes)
-
-
 def _parse_hw(ctx, param, value: str | None) -> tuple[int, int] | None:
-    return None if value is None else _parse_sizes(value)[0]
+    return None if value is None else SIZES.convert(value, param, ctx)[0]
 
 
 FUSION_CHOICES = FUSION_NAMES
@@ -185,9 +198,18 @@ def export() -> None:
 @export.command("onnx")
 @click.option("--fusion", type=click.Choice(FUSION_CHOICES), default="hierarchical", show_default=True)
 @click.option("--backbone", default="pvt_v2_b2", show_default=True, help="timm backbone name.")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint of the network (ours or the original).")
-@click.option("--scales", default="0.5,1.0,1.5", show_default=True, callback=lambda c, p, v: _parse_floats(v))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file [default: BACKBONE_FUSION.onnx].")
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Checkpoint of the network (ours or the original).",
+)
+@click.option("--scales", default="0.5,1.0,1.5", show_default=True, type=FLOATS)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output file [default: BACKBONE_FUSION.onnx].",
+)
 @click.option("--opset", type=int, default=20, show_default=True, help="ONNX opset.")
 @click.option("--static", callback=_parse_hw, metavar="HxW", help="Fix the spatial size (batch stays dynamic).")
 @click.option("--features", is_flag=True, help="Also output the four fused feature maps.")
@@ -245,14 +267,12 @@ def _parse_bytes(ctx, param, value: str | None) -> int | None:
 
 def _profile_batch_option(help_text: str):
     """--batch for the commands that lay out a TensorRT optimization profile."""
-    return click.option(
-        "--batch", "batches", default="1", show_default=True, callback=lambda c, p, v: _parse_ints(v), help=help_text
-    )
+    return click.option("--batch", "batches", default="1", show_default=True, type=INTS, help=help_text)
 
 
 def _parse_compute_capabilities(ctx, param, value: str | None) -> tuple[str, ...]:
     """'8.6,8.9,12.0' (or 'current') -> ('8.6', '8.9', '12.0'); checked against the builder later."""
-    names = _parse_names(value or "")
+    names = NAMES.convert(value or "", param, ctx)
     bad = [n for n in names if n != "current" and not re.fullmatch(r"\d+\.\d", n)]
     if bad:
         raise click.BadParameter(f"expected compute capabilities like 8.6,8.9,12.0 or 'current', got {bad[0]!r}")
@@ -283,7 +303,7 @@ def _board_option(help_text: str, default: str | None = None):
 )
 @click.option(
     "--precision",
-    type=click.Choice(("fp32", "fp16", "int8")),
+    type=click.Choice(PRECISIONS),
     help="Default: the ONNX's own (FP16 casts / Q/DQ are built strongly typed). fp16/int8 on an FP32 ONNX "
     "use TensorRT 10's builder flag / implicit calibrator where they exist.",
 )
@@ -313,7 +333,7 @@ def _board_option(help_text: str, default: str | None = None):
 @click.option(
     "--calib-data", type=click.Path(file_okay=False, path_type=Path), help="Images for implicit INT8 (TensorRT 10)."
 )
-@click.option("--calib-count", type=int, default=64, show_default=True)
+@click.option("--calib-count", type=int, default=CALIBRATION_IMAGES, show_default=True)
 @click.option(
     "--calib-cache", type=click.Path(dir_okay=False, path_type=Path), help="Implicit INT8 cache [MODEL.onnx.calib-...]."
 )
@@ -333,23 +353,28 @@ def export_engine_cmd(model: Path, **options) -> None:
 
 
 @export.command("bundle")
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", type=click.Path(), required=True, help="The bundle folder to write.")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The bundle folder to write.")
 @click.option(
     "--precision",
     "precisions",
+    type=NAMES,
     default=None,
     help="Comma-separated variants [default: fp32,fp16, plus int8 with --calib-data].",
 )
 @click.option(
     "--engine-precision",
-    type=click.Choice(("fp32", "fp16", "int8")),
+    type=click.Choice(PRECISIONS),
     help="The variant build_engine.sh compiles on the board [default: fp16 when bundled, else fp32].",
 )
-@click.option("--calib-data", type=click.Path(file_okay=False), help="INT8: calibration images.")
-@click.option("--calib-count", type=int, default=64, show_default=True, help="INT8: images used.")
-@click.option("--method", type=click.Choice(["entropy", "max", "percentile"]), default="percentile", show_default=True)
-@click.option("--weights", type=click.Path(dir_okay=False), help="The checkpoint MODEL was exported from (FP16 check).")
+@click.option("--calib-data", type=click.Path(file_okay=False, path_type=Path), help="INT8: calibration images.")
+@click.option("--calib-count", type=int, default=CALIBRATION_IMAGES, show_default=True, help="INT8: images used.")
+@click.option("--method", type=click.Choice(CALIBRATION_METHODS), default=CALIBRATION_METHOD, show_default=True)
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The checkpoint MODEL was exported from (FP16 check).",
+)
 @_profile_batch_option("Batch sizes the engine profile covers.")
 @click.option(
     "--max-size",
@@ -388,10 +413,7 @@ def export_bundle_cmd(
 
     if workspace is not None:
         _parse_bytes(None, None, workspace)  # a bad size fails here, not on the board
-    if precisions is None:
-        chosen = ("fp32", "fp16", "int8") if calib_data else ("fp32", "fp16")
-    else:
-        chosen = _parse_names(precisions)
+    chosen = precisions or (PRECISIONS if calib_data else PRECISIONS[:2])
     run_bundle(
         BundleOptions(
             model=Path(model),
@@ -415,12 +437,14 @@ def export_bundle_cmd(
 
 
 @export.command("triton")
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--repository", type=click.Path(file_okay=False), required=True, help="Triton model repository.")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--repository", type=click.Path(file_okay=False, path_type=Path), required=True, help="Triton model repository."
+)
 @click.option("--name", help="Model name in the repository [default: the file's stem].")
 @click.option(
     "--backend",
-    type=click.Choice(("native", "python")),
+    type=click.Choice(TRITON_BACKENDS),
     default="native",
     show_default=True,
     help="native: the model itself (onnxruntime_onnx / tensorrt_plan), tensors in and out, for NGC containers; "
@@ -442,7 +466,7 @@ def export_bundle_cmd(
 )
 @click.option(
     "--python-env",
-    type=click.Path(file_okay=False, exists=True),
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="Python backend: the environment it runs in (EXECUTION_ENV_PATH) [default: this one].",
 )
 @click.option(
@@ -476,8 +500,8 @@ def export_triton_cmd(
     msdeploy export triton model.onnx --repository repo --name cod                  # NGC containers
     msdeploy export triton model.onnx --repository repo --name cod --backend python # msdeploy serve
     """
-    from export.triton import TritonOptions
     from msdeploy.commands.export_cmds import run_export_triton
+    from serving.model_repository import TritonOptions
 
     run_export_triton(
         TritonOptions(
@@ -502,7 +526,7 @@ def export_triton_cmd(
 @main.command()
 @click.option(
     "--repository",
-    type=click.Path(file_okay=False),
+    type=click.Path(file_okay=False, path_type=Path),
     required=True,
     help="Model repository written by `msdeploy export triton --backend python`.",
 )
@@ -515,7 +539,9 @@ def export_triton_cmd(
     help="Address to listen on; loopback by default (put a proxy or load balancer in front to expose it).",
 )
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for readiness.")
-@click.option("--log-file", type=click.Path(dir_okay=False), help="Keep the server's log here (appended to).")
+@click.option(
+    "--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Keep the server's log here (appended to)."
+)
 @click.option("--log-verbose", type=int, default=0, show_default=True, help="Triton's log verbosity.")
 def serve(repository, http_port, grpc_port, host, timeout, log_file, log_verbose) -> None:
     """Serve a model repository with the tritonserver bundled in nvidia-pytriton (CPU, Python backend)
@@ -525,8 +551,8 @@ def serve(repository, http_port, grpc_port, host, timeout, log_file, log_verbose
     msdeploy export triton model.onnx --repository repo --name cod --backend python
     msdeploy serve --repository repo
     """
-    from export.triton_server import ServerOptions
     from msdeploy.commands.serve import run_serve
+    from serving.server import ServerOptions
 
     options = ServerOptions(
         Path(repository),
@@ -541,12 +567,12 @@ def serve(repository, http_port, grpc_port, host, timeout, log_file, log_verbose
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--sizes",
     default="256,320,352,416",
     show_default=True,
-    callback=lambda c, p, v: _parse_sizes(v),
+    type=SIZES,
     help="Input sizes: 352 or HxW, comma-separated.",
 )
 @click.option(
@@ -554,10 +580,12 @@ def serve(repository, http_port, grpc_port, host, timeout, log_file, log_verbose
     "batches",
     default="1,2",
     show_default=True,
-    callback=lambda c, p, v: _parse_ints(v),
+    type=INTS,
     help="Batch sizes, comma-separated.",
 )
-@click.option("--weights", type=click.Path(dir_okay=False), help="The checkpoint the model was exported from.")
+@click.option(
+    "--weights", type=click.Path(dir_okay=False, path_type=Path), help="The checkpoint the model was exported from."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def parity(model, sizes, batches, weights, as_json) -> None:
     """Run MODEL and the PyTorch network on the same inputs; per output and size: errors, cosine,
@@ -569,22 +597,26 @@ def parity(model, sizes, batches, weights, as_json) -> None:
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--precision",
-    type=click.Choice(["fp16", "int8"]),
+    type=click.Choice(PRECISIONS[1:]),
     required=True,
     help="Target precision, written into the graph (FP16 casts, or INT8 Q/DQ nodes from calibration).",
 )
-@click.option("--calib-data", type=click.Path(), help="INT8: folder of calibration images (any format, any size).")
+@click.option(
+    "--calib-data", type=click.Path(path_type=Path), help="INT8: folder of calibration images (any format, any size)."
+)
 @click.option(
     "--method",
-    type=click.Choice(["entropy", "max", "percentile"]),
-    default="percentile",
+    type=click.Choice(CALIBRATION_METHODS),
+    default=CALIBRATION_METHOD,
     show_default=True,
     help="INT8: how activation ranges are chosen from the calibration data.",
 )
-@click.option("--calib-count", type=int, default=64, show_default=True, help="INT8: images used (a seeded subset).")
+@click.option(
+    "--calib-count", type=int, default=CALIBRATION_IMAGES, show_default=True, help="INT8: images (a seeded subset)."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="INT8: seed of the calibration subset.")
 @click.option("--size", callback=_parse_hw, metavar="HxW", help="INT8: calibration input size [default: the model's].")
 @click.option(
@@ -601,7 +633,7 @@ def parity(model, sizes, batches, weights, as_json) -> None:
 )
 @click.option(
     "--target",
-    type=click.Choice(["tensorrt", "cpu"]),
+    type=click.Choice(tuple(INT8_LAYOUTS)),
     default="tensorrt",
     show_default=True,
     help="INT8 layout: TensorRT's (symmetric, Q/DQ on Conv/MatMul/Gemm inputs) or ONNX Runtime CPU's "
@@ -609,23 +641,25 @@ def parity(model, sizes, batches, weights, as_json) -> None:
 )
 @click.option(
     "--high-precision",
-    type=click.Choice(["fp16", "fp32"]),
+    type=click.Choice(FLOAT_PRECISIONS),
     help="INT8: what the unquantized layers run in [default: fp16 for --target tensorrt (TensorRT's INT8 + "
     "FP16; FP32 islands cost TensorRT its fused attention and FP16's memory savings), fp32 for cpu].",
 )
 @click.option(
     "--calib-cache",
-    type=click.Path(dir_okay=False),
+    type=click.Path(dir_okay=False, path_type=Path),
     help="INT8: calibration cache [default: MODEL.calib-METHOD.json]. Reused when it matches.",
 )
 @click.option("--recalibrate", is_flag=True, help="INT8: calibrate again and replace the cache.")
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False),
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Output file [default: MODEL.fp16.onnx, MODEL.int8.onnx, MODEL.int8-cpu.onnx].",
 )
-@click.option("--weights", type=click.Path(dir_okay=False), help="FP16: the checkpoint MODEL was exported from.")
+@click.option(
+    "--weights", type=click.Path(dir_okay=False, path_type=Path), help="FP16: the checkpoint MODEL was exported from."
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 def quantize(
     model,
@@ -676,21 +710,27 @@ def quantize(
 
 
 @main.command()
-@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
-    "--data", required=True, type=click.Path(file_okay=False), help="Folder with images/ and masks/ (same file names)."
+    "--data",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder with images/ and masks/ (same file names).",
 )
 @click.option("--size", callback=_parse_hw, metavar="HxW", help="Input size [default: the model's].")
 @click.option("--count", type=int, help="Use the first N labelled images.")
 @click.option(
     "--methods",
+    type=NAMES,
     help="Also quantize the first model to INT8 with these calibration methods "
     "(comma-separated, e.g. entropy,max,percentile) and compare them; needs --calib-data.",
 )
-@click.option("--calib-data", type=click.Path(file_okay=False), help="Calibration images for --methods.")
+@click.option(
+    "--calib-data", type=click.Path(file_okay=False, path_type=Path), help="Calibration images for --methods."
+)
 @click.option(
     "--target",
-    type=click.Choice(["tensorrt", "cpu"]),
+    type=click.Choice(tuple(INT8_LAYOUTS)),
     default="tensorrt",
     show_default=True,
     help="INT8 layout for --methods.",
@@ -702,7 +742,11 @@ def quantize(
     show_default=True,
     help="List the N quantized tensors with the lowest SQNR (0: skip).",
 )
-@click.option("--report", type=click.Path(dir_okay=False), help="Also write the tables as Markdown (and JSON beside).")
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the tables as Markdown (and JSON beside).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing report.")
 def accuracy(models, data, size, count, methods, calib_data, target, sensitivity, report, force) -> None:
     """FP32 vs FP16 vs INT8 on images with ground-truth masks: agreement with the FP32 model (max abs,
@@ -711,9 +755,8 @@ def accuracy(models, data, size, count, methods, calib_data, target, sensitivity
     The first MODEL is the FP32 reference."""
     from msdeploy.commands.precision_cmds import run_accuracy
 
-    method_list = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else ()
     run_accuracy(
-        models, data, size, count, method_list, calib_data, target, sensitivity, report, force, command=invocation()
+        models, data, size, count, methods or (), calib_data, target, sensitivity, report, force, command=invocation()
     )
 
 
@@ -729,10 +772,15 @@ def _parse_pixels(ctx, param, value: str | None) -> int | None:
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
-    "-o", "--output", type=click.Path(), default="masks", show_default=True, help="Folder for the masks and overlays."
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default="masks",
+    show_default=True,
+    help="Folder for the masks and overlays.",
 )
 @click.option(
     "--threshold", type=float, default=0.5, show_default=True, help="Probability at which a pixel is in the mask."
@@ -745,7 +793,7 @@ def _parse_pixels(ctx, param, value: str | None) -> int | None:
 )
 @click.option(
     "--backend",
-    type=click.Choice(("auto", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")),
+    type=click.Choice((AUTO, *FILE_BACKENDS)),
     default="auto",
     show_default=True,
     help="auto: ONNX Runtime for .onnx (best provider installed), TensorRT for .engine.",
@@ -794,7 +842,7 @@ def data() -> None:
 
 
 @data.command("synth")
-@click.argument("folder", type=click.Path(file_okay=False))
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--count", type=int, default=100, show_default=True)
 @click.option("--size", callback=_parse_hw, default="352", show_default=True, metavar="HxW")
 @click.option(
@@ -822,7 +870,7 @@ def data_synth(folder, count, size, seed, force) -> None:
 @click.option("--lr", type=float, default=6e-4, show_default=True, help="Peak learning rate (AdamW, cosine decay).")
 @click.option(
     "--init-from",
-    type=click.Path(dir_okay=False, exists=True),
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Start the shared parts (all but the fusion units) from another demo checkpoint.",
 )
 @click.option("--held-out", type=int, default=100, show_default=True, help="Held-out images scored at the end.")
@@ -830,7 +878,7 @@ def data_synth(folder, count, size, seed, force) -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False),
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Output .safetensors [default: the packaged demo checkpoint, models/weights/].",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing checkpoint.")
@@ -844,48 +892,71 @@ def train_demo_cmd(fusion, steps, batch, lr, init_from, held_out, seed, output, 
 
 @main.command()
 @click.option("--gpu", is_flag=True, required=True, help="Verify the TensorRT path (needs TensorRT and a GPU).")
-@click.option("--fusion", "fusions", default="hierarchical,absi", show_default=True, help="Comma-separated.")
-@click.option("--work", type=click.Path(file_okay=False), default="selftest-work", show_default=True)
-@click.option("--output", type=click.Path(file_okay=False), default="docs/results", show_default=True)
+@click.option(
+    "--fusion", "fusions", type=NAMES, default="hierarchical,absi", show_default=True, help="Comma-separated."
+)
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default="selftest-work", show_default=True)
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default="docs/results", show_default=True)
 @click.option("--iters", type=int, default=200, show_default=True, help="Timed runs per engine.")
 @click.option("--cuda-graphs/--no-cuda-graphs", default=True, show_default=True)
 def selftest(gpu, fusions, work, output, iters, cuda_graphs) -> None:
     """On a machine with TensorRT and a GPU (or a Jetson): build FP32/FP16/INT8 engines of the demo
     checkpoint for each fusion mode, check parity against PyTorch, time them, and write a report to
     docs/results/. Exit 1 if any parity check fails."""
-    from msdeploy.commands.selftest import run_selftest
+    from msdeploy.output import console, print_markdown_table, progress_status
+    from workflows.selftest import run_selftest
 
-    names = tuple(f.strip() for f in fusions.split(",") if f.strip())
-    if not run_selftest(Path(work), Path(output), names, iters, invocation(), cuda_graphs):
+    with progress_status("selftest") as say:
+        result = run_selftest(work, output, fusions, iters, invocation(), cuda_graphs, say=say)
+    print_markdown_table(result.table)
+    console.print(f"wrote {result.report} and .json")
+    if not result.ran:
+        console.print(f"[red]no engine could run on {result.gpu}[/]: nothing was verified")
+    if not result.passed:
         raise SystemExit(1)
 
 
 @main.command()
 @click.option(
     "--backends",
+    type=NAMES,
     default="torch-cpu,onnxruntime-cpu",
     show_default=True,
-    help="Comma-separated: torch-cpu, torch-cuda, torch-cuda-graphs, onnxruntime-cpu, onnxruntime-cuda, tensorrt; "
-    "torch and onnxruntime stand for all of theirs. What cannot run here is listed with the reason.",
+    help=f"Comma-separated: {', '.join(BACKENDS)}; {' and '.join(BACKEND_FAMILIES)} stand for all of theirs. "
+    "What cannot run here is listed with the reason.",
 )
-@click.option("--precision", "precisions", default="fp32", show_default=True, help="Comma-separated: fp32, fp16, int8.")
 @click.option(
-    "--fusion", "fusions", default="hierarchical,absi", show_default=True, help="Comma-separated fusion modes."
+    "--precision",
+    "precisions",
+    type=NAMES,
+    default="fp32",
+    show_default=True,
+    help=f"Comma-separated: {', '.join(PRECISIONS)}.",
 )
-@click.option("--sizes", default="256,320,352,416", show_default=True, help="Square input sides.")
-@click.option("--batch", "batches", default="1", show_default=True, help="Comma-separated batch sizes.")
+@click.option(
+    "--fusion",
+    "fusions",
+    type=NAMES,
+    default="hierarchical,absi",
+    show_default=True,
+    help="Comma-separated fusion modes.",
+)
+@click.option("--sizes", type=INTS, default="256,320,352,416", show_default=True, help="Square input sides.")
+@click.option("--batch", "batches", type=INTS, default="1", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--backbone", default="pvt_v2_b2", show_default=True, help="timm backbone (with --models: filter).")
 @click.option(
-    "--weights", type=click.Path(dir_okay=False), help="Checkpoint (default: random init; speed is the same)."
+    "--weights",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Checkpoint (default: random init; speed is the same).",
 )
 @click.option(
     "--models",
-    type=click.Path(file_okay=False),
+    type=click.Path(file_okay=False, path_type=Path),
     help="Folder of exported models (.onnx, .engine with sidecars). Needed where PyTorch is not installed.",
 )
 @click.option(
     "--work",
-    type=click.Path(file_okay=False),
+    type=click.Path(file_okay=False, path_type=Path),
     default=".msdeploy-bench",
     show_default=True,
     help="Where missing ONNX models are exported (needs PyTorch); reused by later runs.",
@@ -896,7 +967,9 @@ def selftest(gpu, fusions, work, output, iters, cuda_graphs) -> None:
 @click.option("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime [their default: all cores].")
 @click.option("--tables/--no-tables", default=True, show_default=True, help="Parameter, GFLOPs and memory tables.")
 @click.option(
-    "--output", type=click.Path(file_okay=False), help="Write bench-BACKBONE.md/.csv/.json/.png into this folder."
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write bench-BACKBONE.md/.csv/.json/.png into this folder.",
 )
 @click.option("--detail", is_flag=True, help="Also print every statistic of every measurement.")
 @click.option("--force", is_flag=True, help="Overwrite an existing report in --output.")
@@ -922,15 +995,15 @@ def bench(
     """Latency tables across input sizes for every backend and precision that runs here, with the
     speed-up against PyTorch eager from the same interleaved run, plus the guide's integration,
     memory, parameter and complexity tables."""
+    from bench.run import BenchOptions
     from msdeploy.commands.bench import run_bench_command
-    from runtime.bench_run import BenchOptions
 
     options = BenchOptions(
-        backends=_parse_names(backends),
-        precisions=_parse_names(precisions),
-        fusions=_parse_names(fusions),
-        sizes=_parse_ints(sizes),
-        batches=_parse_ints(batches),
+        backends=backends,
+        precisions=precisions,
+        fusions=fusions,
+        sizes=sizes,
+        batches=batches,
         backbone=backbone,
         weights=weights,
         models=models,

@@ -31,8 +31,9 @@ def print_table(
     console.print(table)
 
 
-def millions(n: int) -> str:
-    return f"{n / 1e6:.3f}M"
+def print_markdown_table(table) -> None:
+    """A runtime.tables.Table in the terminal: the same rows its Markdown holds, numbers right-aligned."""
+    print_table(table.title, table.columns, table.rows, right=table.numeric_columns(), caption=table.note or None)
 
 
 @contextlib.contextmanager

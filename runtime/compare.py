@@ -1,10 +1,21 @@
-"""Comparing a model's outputs with a reference: the figures behind every parity and accuracy table."""
+"""Comparing a model's outputs with a reference: the figures behind every parity and accuracy table.
+
+Parity compares two runners (an exported model and PyTorch, or an INT8 model and its FP32 ONNX) on
+the same inputs; numpy only, so it runs wherever the runtime does.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from runtime.errors import UserError
+
+if TYPE_CHECKING:
+    from runtime.runner import Runner
 
 
 @dataclass(frozen=True)
@@ -33,7 +44,7 @@ class Tolerance:
         return f"max abs <= {limit} and cosine >= {self.min_cosine}"
 
 
-# FP32: a correct export measures 2e-6..1.3e-5 on random-init models (deployment-facts.md); trained
+# FP32: a correct export measures 2e-6..1.3e-5 on random-init models (docs/onnx-export.md); trained
 # models with larger logits are also judged against PyTorch's own float64 error (see `limit`).
 TOLERANCES = {
     "fp32": Tolerance(atol=1e-4, min_cosine=0.99999, rtol=1e-5),
@@ -91,3 +102,97 @@ def compare(got: np.ndarray, want: np.ndarray, tolerance: Tolerance, exact: np.n
     return Agreement(
         max_abs, max_rel, mean_abs, cos, limit, passed, reference_error=reference_error, exact_error=exact_error
     )
+
+
+@dataclass
+class ParityRow:
+    output: str
+    shape: tuple[int, ...]  # input shape [B, 3, H, W]
+    agreement: Agreement
+
+
+@dataclass
+class ParityReport:
+    model: str
+    precision: str
+    tolerance: Tolerance
+    backend: str
+    rows: list[ParityRow] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.rows) and all(r.agreement.passed for r in self.rows)
+
+    def worst(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for r in self.rows:
+            out[r.output] = max(out.get(r.output, 0.0), r.agreement.max_abs)
+        return out
+
+    def summary(self) -> str:
+        lines = [
+            f"{r.output} at {list(r.shape)}: max abs {r.agreement.max_abs:.3g}, cosine {r.agreement.cosine:.6f} "
+            f"-> {'PASS' if r.agreement.passed else 'FAIL'}"
+            for r in self.rows
+        ]
+        return "\n".join(lines)
+
+    def as_metadata(self) -> dict:
+        """The compact form stored in a model's metadata."""
+        return {
+            "precision": self.precision,
+            "backend": self.backend,
+            "atol": self.tolerance.atol,
+            "rtol": self.tolerance.rtol,
+            "shapes": sorted({str(list(r.shape)) for r in self.rows}),
+            "max_abs": self.worst(),
+            "min_cosine": min((r.agreement.cosine for r in self.rows), default=None),
+        }
+
+    def as_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "precision": self.precision,
+            "backend": self.backend,
+            "tolerance": {
+                "atol": self.tolerance.atol,
+                "rtol": self.tolerance.rtol,
+                "min_cosine": self.tolerance.min_cosine,
+            },
+            "passed": self.passed,
+            "rows": [{"output": r.output, "input_shape": list(r.shape), **r.agreement.as_dict()} for r in self.rows],
+        }
+
+
+def random_images(shapes: Sequence[Sequence[int]], seed: int = 1234) -> list[np.ndarray]:
+    """Seeded standard-normal inputs (images on the normalised scale), one per shape."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(tuple(shape), dtype=np.float32) for shape in shapes]
+
+
+def run_parity(
+    runner: Runner,
+    reference: Runner,
+    shapes: Sequence[Sequence[int]],
+    *,
+    precision: str = "fp32",
+    seed: int = 1234,
+    inputs: Sequence[np.ndarray] = (),
+) -> ParityReport:
+    """Compare every output of `runner` with `reference` (outputs matched by position) at every input
+    shape: seeded random images, then `inputs` as given (real images: what calibrated INT8 models
+    must be judged on). Where the reference can run in float64 (`exact`, the PyTorch runner), FP32
+    models are judged against that too (see `Tolerance.limit`)."""
+    names = [o.name for o in runner.outputs]
+    tolerance = TOLERANCES[precision]
+    report = ParityReport(str(runner.path), precision, tolerance, runner.backend)
+    exact_fn = getattr(reference, "exact", None) if precision == "fp32" else None
+    for x in [*random_images(shapes, seed), *(np.asarray(a) for a in inputs)]:
+        want = list(reference.infer(x).values())
+        if len(want) != len(names):
+            raise UserError(f"{runner.path} has outputs {names}, the reference gives {len(want)}: not the same network")
+        got = runner.infer(x)
+        exact = exact_fn(x) if exact_fn else [None] * len(want)
+        for name, expected, exact_out in zip(names, want, exact):
+            report.rows.append(ParityRow(name, tuple(x.shape), compare(got[name], expected, tolerance, exact_out)))
+    return report

@@ -84,3 +84,13 @@ def move_dir_into_place(staging: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         staging.rename(target)
+
+
+def display_path(path: str | Path) -> str:
+    """A path as reports show it: relative to the working directory when it lies below it (a
+    generated result must not name the machine it was made on), else as given."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

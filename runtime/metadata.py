@@ -16,6 +16,9 @@ from runtime.errors import UserError
 from runtime.files import check_output_path, sha256_file
 
 FORMAT = "msdeploy-model/1"
+PRECISIONS = ("fp32", "fp16", "int8")  # what a model file computes in
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan")  # TensorRT; see runtime.tensorrt_common
 # models.fusion.FUSIONS by name, for torch-free callers (the CLI, the benchmark); a test keeps them equal
 FUSION_NAMES = ("hierarchical", "absi", "concat", "average")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -103,6 +106,33 @@ def read_sidecar(model_path: str | Path) -> dict | None:
         return json.loads(path.read_text())
     except ValueError as exc:
         raise UserError(f"sidecar {path} is not valid JSON: {exc}") from exc
+
+
+def read_model_metadata(model_path: str | Path) -> tuple[ModelMetadata, dict]:
+    """The metadata of a model file of ours (ONNX model or TensorRT engine) from its sidecar, and the
+    sidecar itself (an engine's sidecar holds its model's metadata under "model"). No model file is
+    opened: this is how every command reads a model's metadata without onnx or TensorRT."""
+    model_path = Path(model_path)
+    side = read_sidecar(model_path)
+    if side is None:
+        raise UserError(
+            f"{model_path} has no sidecar {sidecar_path(model_path).name}; it holds the size rules and precision "
+            "of the model. Copy it with the model, or export again with `msdeploy export onnx`"
+        )
+    data = side["model"] if isinstance(side.get("model"), Mapping) else side
+    if not str(data.get("format", "")).startswith("msdeploy-model/"):
+        raise not_ours(str(model_path))
+    try:
+        return ModelMetadata.from_dict(data), side
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{sidecar_path(model_path)} has unreadable msdeploy metadata: {exc}") from exc
+
+
+def variant_path(model_path: str | Path, precision: str) -> Path:
+    """model.onnx -> model.<precision>.onnx (precision may carry a variant: 'int8-cpu')."""
+    model_path = Path(model_path)
+    stem = model_path.name[: -len(".onnx")] if model_path.name.endswith(".onnx") else model_path.stem
+    return model_path.with_name(f"{stem}.{precision}.onnx")
 
 
 def model_sha256(model_path: str | Path) -> str:

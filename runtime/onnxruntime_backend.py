@@ -65,3 +65,6 @@ class OnnxRuntimeRunner(Runner):
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [o.name for o in self._outputs]
         return dict(zip(names, self.session.run(names, feed)))
+
+    def close(self) -> None:
+        self.session = None  # ONNX Runtime frees the session's memory when it is released

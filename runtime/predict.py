@@ -18,43 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.backends import open_runner
 from runtime.errors import UserError
 from runtime.postprocess import mask_image, overlay_image, probability_map, soft_mask_image
 from runtime.preprocess import DEFAULT_MAX_PIXELS, LoadedImage, input_size, preprocess, read_image
 from runtime.runner import Runner
-
-BACKENDS = ("auto", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")
-
-
-def open_runner(model: str | Path, backend: str = "auto", threads: int | None = None) -> Runner:
-    """Load `model` on `backend`: `auto` picks by file type (ONNX Runtime with the best provider
-    installed, TensorRT for .engine/.plan); the others insist, with an error saying what fits."""
-    import runtime
-
-    path = Path(model)
-    is_engine = path.suffix in runtime.ENGINE_SUFFIXES
-    if backend not in BACKENDS:
-        raise UserError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    if backend == "tensorrt" and not is_engine:
-        raise UserError(
-            f"{path} is not a TensorRT engine; build one on this machine with `msdeploy export engine {path}` "
-            "and pass the .engine file"
-        )
-    if backend.startswith("onnxruntime") and is_engine:
-        raise UserError(f"{path} is a TensorRT engine; ONNX Runtime runs the .onnx model it was built from")
-    if is_engine:
-        return runtime.load(path)
-    providers = None
-    if backend == "onnxruntime-cpu":
-        providers = ["CPUExecutionProvider"]
-    elif backend == "onnxruntime-cuda":
-        from runtime.bench_targets import backend_unavailable
-
-        reason = backend_unavailable(backend)
-        if reason:
-            raise UserError(f"backend onnxruntime-cuda cannot run here: {reason}")
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return runtime.load(path, providers=providers, threads=threads)
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
@@ -121,7 +89,7 @@ class Predictor:
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise UserError(f"threshold {threshold} must lie strictly between 0 and 1")
-        self.runner = model if isinstance(model, Runner) else open_runner(model, backend, threads)
+        self.runner = model if isinstance(model, Runner) else open_runner(model, backend, threads=threads)
         self.metadata = self.runner.require_metadata()
         # a fixed-shape engine (DLA) runs at its one size unless another is asked (and then refused)
         self.size = input_size(self.metadata, size or self.runner.fixed_image_size())

@@ -28,7 +28,10 @@ class TensorSpec:
 
 
 class Runner(ABC):
-    """A loaded model. `infer(array or {name: array}) -> {output name: array}`."""
+    """A loaded model. `infer(array or {name: array}) -> {output name: array}`.
+
+    Every runner closes (`close()`, or `with runtime.open_runner(...) as runner:`), freeing its
+    session, engine or device memory."""
 
     backend: str = "?"
 
@@ -69,6 +72,16 @@ class Runner(ABC):
 
     def infer(self, feed: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._infer(self.check_feed(feed))
+
+    @abstractmethod
+    def close(self) -> None:
+        """Free what the backend holds; the runner is not used afterwards."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __call__(self, feed: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.infer(feed)

@@ -32,7 +32,6 @@ from runtime.tensorrt_common import (
     TARGETS,
     TensorRTFeatures,
     dims,
-    engine_metadata,
     format_shape,
     import_tensorrt,
     make_logger,
@@ -81,8 +80,8 @@ class TensorRTRunner(Runner):
         trt: ModuleType | None = None,
         cuda: CudaApi | None = None,
     ) -> None:
-        sidecar = read_engine_sidecar(path)
-        super().__init__(path, engine_metadata(sidecar))
+        metadata, sidecar = read_engine_sidecar(path)
+        super().__init__(path, metadata)
         self.sidecar = sidecar
         self.trt = trt or import_tensorrt(sidecar.get("target", "tensorrt"))
         self.features = TensorRTFeatures.detect(self.trt)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import importlib
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from pathlib import Path
 from types import ModuleType
 
 from runtime.errors import UserError
-from runtime.metadata import ModelMetadata, sidecar_path
+from runtime.metadata import ModelMetadata, read_model_metadata, sidecar_path
 
 log = logging.getLogger("msdeploy.tensorrt")
 
@@ -181,24 +180,12 @@ def dims(value) -> tuple[int, ...]:
     return tuple(int(value[i]) for i in range(len(value)))
 
 
-def read_engine_sidecar(engine_path: str | Path) -> dict:
-    path = sidecar_path(engine_path)
-    if not path.is_file():
-        raise UserError(
-            f"{engine_path} has no sidecar {path.name}: it holds the preprocessing and the profile this engine "
-            "was built for. Build engines with `msdeploy export engine MODEL.onnx`, or copy the sidecar with it"
-        )
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as exc:
-        raise UserError(f"engine sidecar {path} is not valid JSON: {exc}") from exc
+def read_engine_sidecar(engine_path: str | Path) -> tuple[ModelMetadata, dict]:
+    """The engine's model metadata and its sidecar (the profile, builder and GPU it was built for)."""
+    meta, data = read_model_metadata(engine_path)
     if data.get("format") != ENGINE_FORMAT:
-        raise UserError(f"{path} is not an msdeploy engine sidecar (format {data.get('format')!r})")
-    return data
-
-
-def engine_metadata(sidecar: dict) -> ModelMetadata:
-    return ModelMetadata.from_dict(sidecar["model"])
+        raise UserError(f"{sidecar_path(engine_path)} is not an msdeploy engine sidecar ({data.get('format')!r})")
+    return meta, data
 
 
 _LEVELS = {

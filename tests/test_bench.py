@@ -10,11 +10,12 @@ import time
 import pytest
 from click.testing import CliRunner
 
-import runtime.bench_run as bench_run
+import bench.run as bench_run
+from bench.cases import Case, Result, Settings, Target, run_cases
+from bench.report import BenchReport
+from bench.run import BenchOptions, run_bench
 from msdeploy.cli import main
-from runtime.bench_report import BenchReport
-from runtime.bench_run import BenchOptions, run_bench
-from runtime.benchmark import Case, Result, Settings, Target, run_cases
+from runtime.backends import expand_backends
 from runtime.errors import UserError
 from runtime.timing import TimingStats, time_interleaved
 from tests.conftest import EXPORTED_FUSIONS, SMALL_BACKBONE, copy_model
@@ -41,11 +42,11 @@ def test_interleaved_timing_uses_reported_device_time_and_min_time():
 
 
 def test_run_cases_reports_failures_and_speedups():
-    cases = [Case(b, "fp32", "absi", 64, 1) for b in ("torch-cpu", "onnxruntime-cpu", "tensorrt", "broken")]
+    cases = [Case(b, "fp32", "absi", 64, 1) for b in ("torch-cpu", "onnxruntime-cpu", "tensorrt", "onnxruntime-cuda")]
     times = {"torch-cpu": 0.2, "onnxruntime-cpu": 0.1}
 
     def make(case: Case) -> Target:
-        if case.backend == "broken":
+        if case.backend == "onnxruntime-cuda":
             raise RuntimeError("engine file is corrupt\nmore")
         return Target(lambda: times[case.backend], "reported")
 
@@ -55,7 +56,7 @@ def test_run_cases_reports_failures_and_speedups():
     by = {r.case.backend: r for r in results}
     assert by["onnxruntime-cpu"].speedup == pytest.approx(2.0) and by["torch-cpu"].speedup == pytest.approx(1.0)
     assert by["tensorrt"].skipped == "TensorRT not installed" and by["tensorrt"].stats is None
-    assert by["broken"].skipped == "failed to load: engine file is corrupt"
+    assert by["onnxruntime-cuda"].skipped == "failed to load: engine file is corrupt"
     assert by["onnxruntime-cpu"].throughput == pytest.approx(10.0)
 
 
@@ -103,6 +104,9 @@ def test_bench_command_writes_every_file(models, tmp_path):
 
 def test_runtime_only_mode_times_files_and_lists_what_needs_pytorch(models, monkeypatch):
     monkeypatch.setattr(bench_run, "has_torch", lambda: False)
+    installed = bench_run.backend_unavailable
+    runtime_only = "PyTorch is not installed here (runtime-only install)"
+    monkeypatch.setattr(bench_run, "backend_unavailable", lambda b: runtime_only if "torch" in b else installed(b))
     options = BenchOptions(
         backends=("torch-cpu", "onnxruntime-cpu"), sizes=(64,), backbone=None, models=models, warmup=0, iterations=1
     )
@@ -163,7 +167,7 @@ def test_each_rate_is_set_against_the_matmul_rate_of_its_own_device_and_precisio
 
 
 def test_torch_matmul_rate_is_measured():
-    from models.bench_targets import matmul_gflops
+    from bench.torch_rows import matmul_gflops
 
     assert matmul_gflops("cpu", "fp32", n=128, seconds=0.05) > 0
 
@@ -179,7 +183,7 @@ def test_without_tables_the_integration_table_says_why_memory_is_missing(models)
 
 
 def test_a_family_name_stands_for_all_its_backends():
-    assert bench_run.expand_backends(["torch", "onnxruntime", "tensorrt", "torch-cpu"]) == [
+    assert expand_backends(["torch", "onnxruntime", "tensorrt", "torch-cpu"]) == [
         "torch-cpu",
         "torch-cuda",
         "torch-cuda-graphs",

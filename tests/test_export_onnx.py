@@ -19,8 +19,9 @@ from torch import nn
 
 import runtime
 from export.onnx_export import ExportOptions, export_onnx, trace_to_onnx
-from export.parity import rebuild_reference, reference_fn, run_parity
+from models.runner import TorchRunner, network_for
 from models.scaling import MultiScaleInputGenerator
+from runtime.compare import run_parity
 from runtime.errors import UserError, VerificationError
 from runtime.metadata import read_sidecar
 from tests.conftest import EXPORT_WEIGHTS
@@ -59,8 +60,8 @@ def _slow_shapes(fusion: str) -> list[tuple[int, ...]]:
 )
 def test_parity_across_sizes(exported, fusion, shapes):
     runner = runtime.load(exported[fusion])
-    net = rebuild_reference(runner.metadata, EXPORT_WEIGHTS[fusion])
-    report = run_parity(exported[fusion], reference_fn(net, features=True), shapes, runner=runner)
+    net = network_for(runner.metadata, EXPORT_WEIGHTS[fusion])
+    report = run_parity(runner, TorchRunner(net, features=True), shapes)
     worst = report.worst()
     assert set(worst) == {"mask_logits", "fused_s4", "fused_s8", "fused_s16", "fused_s32"}
     assert report.passed, report.summary()
@@ -295,7 +296,7 @@ def test_float_size_arithmetic_is_caught_by_verification(monkeypatch, tmp_path):
     program = trace_to_onnx(module, torch.randn(2, 3, 288, 320), outputs=["s05", "s10", "s15"])
     path = tmp_path / "baked.onnx"
     onnx.save(program.model_proto, str(path))
-    report = run_parity(path, reference_fn(module), [(1, 3, 100, 76), (2, 3, 288, 320)])
+    report = run_parity(runtime.load(path), TorchRunner(module), [(1, 3, 100, 76), (2, 3, 288, 320)])
     assert not report.passed
     assert [r.agreement.shape_mismatch for r in report.rows] == [True, False, True, False, False, False]
 

@@ -28,7 +28,7 @@ def test_scale_attention_equals_multihead_attention():
 
 
 def reference_absi(unit: AttentionBasedScaleIntegration, feats, target_index=1):
-    """ABSI exactly as reference-architecture.md describes it, with nn.MultiheadAttention on
+    """ABSI exactly as the original code computes it (docs/architecture.md), with nn.MultiheadAttention on
     [B*H*W, S, C] tokens and out_proj applied to every scale before the weighted sum."""
     mha = nn.MultiheadAttention(unit.channels, 8, dropout=0.1, batch_first=True).eval()
     mha.load_state_dict(unit.cross_scale_attn.state_dict())

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import runtime
-from export.precision import FP32_OPS, convert_fp16
+from calibration.fp16 import FP32_OPS
+from export.precision import convert_fp16
 from runtime.errors import UserError
 
 

@@ -22,6 +22,14 @@ NO_HEAVY_PACKAGES = (
 )
 
 
+# what pip prints when the package index cannot be reached (a test environment, not a defect)
+OFFLINE_SIGNS = (
+    "Failed to establish a new connection",
+    "Temporary failure in name resolution",
+    "No matching distribution",
+)
+
+
 def fresh_venv(tmp_path, extras: str):
     """A new venv with the project wheel and `extras` installed from the package index."""
     wheel = build_project_wheel(tmp_path / "wheels")
@@ -33,6 +41,8 @@ def fresh_venv(tmp_path, extras: str):
         text=True,
         timeout=900,
     )
+    if install.returncode != 0 and any(sign in install.stderr for sign in OFFLINE_SIGNS):
+        pytest.skip(f"the package index cannot be reached from here: {install.stderr.strip()[-200:]}")
     assert install.returncode == 0, install.stdout + install.stderr
     return venv
 
@@ -113,8 +123,8 @@ def test_serve_install_without_torch_serves_a_repository(exported, tmp_path):
     Image.fromarray(make_sample(np.random.default_rng(1), (96, 128)).image).save(image)
     code = NO_HEAVY_PACKAGES + (
         "from pathlib import Path\n"
-        "from export.triton_client import ImageClient\n"
-        "from export.triton_server import ServerOptions, TritonServer, free_port\n"
+        "from serving.client import ImageClient\n"
+        "from serving.server import ServerOptions, TritonServer, free_port\n"
         f"options = ServerOptions(Path({str(repository)!r}), http_port=free_port(), grpc_port=free_port())\n"
         "with TritonServer(options) as s:\n"
         f"    mask, _ = ImageClient(s.grpc_url, 'cod', 'grpc').infer([Path({str(image)!r}).read_bytes()])\n"

@@ -318,7 +318,8 @@ def test_selftest_orchestration_with_the_fake(tmp_path, monkeypatch):
     import runtime.cuda
     import runtime.tensorrt_backend as tbe
     import runtime.tensorrt_common as tc
-    from msdeploy.commands.selftest import run_selftest
+    from calibration.quantize import CALIBRATION_IMAGES
+    from workflows.selftest import run_selftest
 
     trt, cuda = fakes("10.3.0")
     rtx = make_fake_tensorrt("1.7.1", rtx=True, cuda=cuda)  # installed too: its engines do not run on an Orin
@@ -328,7 +329,9 @@ def test_selftest_orchestration_with_the_fake(tmp_path, monkeypatch):
     monkeypatch.setattr(tc, "installed_targets", lambda: list(modules))
     for module in (tb, tbe, runtime.cuda):
         monkeypatch.setattr(module, "CudaApi", lambda: cuda)
-    passed = run_selftest(tmp_path / "work", tmp_path / "results", ("hierarchical",), 3, "test", cuda_graphs=True)
+    result = run_selftest(tmp_path / "work", tmp_path / "results", ("hierarchical",), 3, "test", cuda_graphs=True)
+    passed = result.passed
+    assert result.report == tmp_path / "results" / "tensorrt-selftest-fake-orin.md"
     report = json.loads((tmp_path / "results" / "tensorrt-selftest-fake-orin.json").read_text())
     legacy = ["fp16 (builder flag)", "int8 (implicit calibrator)"]  # TensorRT 10 still has both
     rows = report["rows"]
@@ -338,12 +341,12 @@ def test_selftest_orchestration_with_the_fake(tmp_path, monkeypatch):
     assert rows[0]["mask_iou_min"] >= 0.99  # FP32 engine masks (runtime.Predictor) vs PyTorch
     md = (tmp_path / "results" / "tensorrt-selftest-fake-orin.md").read_text()
     assert md.count("| hierarchical |") == 8 and md.count("built, not run on this GPU") == 3
-    assert trt.recorder.calibration_batches == 32 and "FP16" in trt.recorder.builder_flags
+    assert trt.recorder.calibration_batches == CALIBRATION_IMAGES and "FP16" in trt.recorder.builder_flags
     assert rtx.recorder.builds == 3 and rtx.recorder.timing_cache_calls == 0
 
 
 def test_selftest_checks_the_legacy_builds_only_where_tensorrt_has_them(tmp_path):
-    from msdeploy.commands.selftest import engine_variants
+    from workflows.selftest import engine_variants
 
     paths = [tmp_path / f"m{suffix}.onnx" for suffix in ("", ".fp16", ".int8")]
     labels = {

@@ -10,11 +10,11 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
-from export.triton import TritonOptions, validate_config, write_triton_model
 from msdeploy.cli import main
 from runtime.errors import UserError
 from runtime.metadata import read_sidecar
 from runtime.tensorrt_common import ENGINE_FORMAT
+from serving.model_repository import TritonOptions, validate_config, write_triton_model
 
 pytest.importorskip("tritonclient.grpc", reason="the [serve] extra (tritonclient) holds Triton's config schema")
 from tritonclient.grpc import model_config_pb2  # noqa: E402

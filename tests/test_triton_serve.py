@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 
 from calibration.synthetic import make_sample
-from export.triton import TritonOptions, write_triton_model
-from export.triton_client import ImageClient
-from export.triton_server import ServerOptions, TritonServer, free_port, live_processes
 from runtime import Predictor
 from runtime.errors import UserError
+from serving.client import ImageClient
+from serving.model_repository import TritonOptions, write_triton_model
+from serving.server import ServerOptions, TritonServer, free_port, live_processes
 
 pytest.importorskip("pytriton", reason="the [serve] extra (nvidia-pytriton) bundles tritonserver")
 tritonclient_utils = pytest.importorskip("tritonclient.utils")

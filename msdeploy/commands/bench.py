@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from msdeploy.output import console, err_console, print_table, progress_bar
-from runtime.bench_report import BenchReport, check_report_paths
+from bench.report import BenchReport, check_report_paths
+from msdeploy.output import console, err_console, print_markdown_table, progress_bar
 
 
 def run_bench_command(
     options, output: Path | None, show_detail: bool = False, latency_only: bool = False, force: bool = False
 ) -> BenchReport:
-    from runtime.bench_run import run_bench
+    from bench.run import run_bench
 
     if output is not None and options.backbone:
         check_report_paths(output, options.backbone, force)  # before minutes of timing, not after
@@ -34,5 +34,4 @@ def show_report(report: BenchReport, show_detail: bool = False, latency_only: bo
     if not show_detail:
         tables = [t for t in tables if t.title != "All measurements"]
     for table in tables:
-        right = table.numeric_columns()
-        print_table(table.title, table.columns, table.rows, right=right, caption=table.note or None)
+        print_markdown_table(table)

@@ -74,7 +74,7 @@ def run_bundle(options) -> None:
 
 
 def run_export_triton(options) -> None:
-    from export.triton import write_triton_model
+    from serving.model_repository import write_triton_model
 
     result = write_triton_model(options)
     console.print(result.config.read_text(), markup=False, highlight=False)

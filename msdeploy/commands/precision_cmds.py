@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from msdeploy.commands.export_cmds import show_parity
-from msdeploy.output import console, print_table, progress_bar, progress_status
+from msdeploy.output import console, print_markdown_table, progress_bar, progress_status
 
 
 def run_quantize_fp16(model: str, output, weights, force: bool) -> None:
@@ -47,108 +47,11 @@ def run_quantize_int8(options) -> None:
     )
 
 
-def _fmt(value: float, spec: str) -> str:
-    return "inf" if value == float("inf") else format(value, spec)
-
-
 def show_accuracy(report) -> None:
-    print_table(
-        f"Agreement with the FP32 model ({report.images} images at {report.size[0]}x{report.size[1]})",
-        ["model", "max abs logit", "min cosine", "mean SQNR dB", "mask IoU mean", "mask IoU min", "prob MAE"],
-        (
-            (
-                v.name,
-                f"{v.max_abs:.3g}",
-                f"{v.cosine_min:.6f}",
-                _fmt(v.sqnr_db_mean, ".1f"),
-                f"{v.mask_iou_mean:.4f}",
-                f"{v.mask_iou_min:.4f}",
-                f"{v.prob_mae:.2e}",
-            )
-            for v in report.variants
-        ),
-        right=(1, 2, 3, 4, 5, 6),
-        caption="masks: probability >= 0.5; SQNR = 10 log10(sum ref^2 / sum (ref - model)^2) on mask logits",
-    )
-    base = report.variants[0].ground_truth
-    print_table(
-        "Against ground truth (pysodmetrics)",
-        ["model", "S-measure", "ΔS", "mean E-measure", "weighted F", "MAE", "IoU@0.5"],
-        (
-            (
-                v.name,
-                f"{g['s_measure']:.4f}",
-                f"{g['s_measure'] - base['s_measure']:+.4f}",
-                f"{g['e_measure']:.4f}",
-                f"{g['weighted_f']:.4f}",
-                f"{g['mae']:.4f}",
-                f"{g['iou']:.4f}",
-            )
-            for v in report.variants
-            for g in [v.ground_truth]
-        ),
-        right=(1, 2, 3, 4, 5, 6),
-    )
-    if report.sensitivity:
-        print_table(
-            f"INT8 sensitivity: quantized tensors with the lowest SQNR ({report.sensitivity_model})",
-            ["tensor", "SQNR dB", "scale", "read by"],
-            (
-                (r["tensor"], _fmt(r["sqnr_db"], ".1f"), f"{r['scale']:.3g}", ", ".join(r["read_by"][:2]))
-                for r in report.sensitivity
-            ),
-            right=(1, 2),
-            caption="exclude the nodes at the top first: msdeploy quantize ... --exclude 'NODE_NAME'",
-        )
+    for table in report.tables():
+        print_markdown_table(table)
     for path, reason in report.skipped:
         console.print(f"[yellow]skipped[/] {path}: {reason}")
-
-
-def report_markdown(report, command: str) -> str:
-    from runtime.environment import collect_environment, stamp
-
-    lines = [f"# Accuracy: {Path(report.variants[0].path).name}", "", stamp(command, collect_environment()), ""]
-    lines += [f"Data: `{report.data}`, {report.images} images at {report.size[0]}x{report.size[1]}.", ""]
-    lines += [
-        "## Agreement with the FP32 model",
-        "",
-        "| model | max abs logit | min cosine | mean SQNR dB | mask IoU mean | mask IoU min | prob MAE |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {v.name} | {v.max_abs:.3g} | {v.cosine_min:.6f} | {_fmt(v.sqnr_db_mean, '.1f')} | "
-        f"{v.mask_iou_mean:.4f} | {v.mask_iou_min:.4f} | {v.prob_mae:.2e} |"
-        for v in report.variants
-    ]
-    base = report.variants[0].ground_truth
-    lines += [
-        "",
-        "## Against ground truth (pysodmetrics)",
-        "",
-        "| model | S-measure | ΔS vs FP32 | mean E-measure | weighted F | MAE | IoU@0.5 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {v.name} | {g['s_measure']:.4f} | {g['s_measure'] - base['s_measure']:+.4f} | {g['e_measure']:.4f} | "
-        f"{g['weighted_f']:.4f} | {g['mae']:.4f} | {g['iou']:.4f} |"
-        for v in report.variants
-        for g in [v.ground_truth]
-    ]
-    if report.sensitivity:
-        lines += [
-            "",
-            f"## INT8 sensitivity ({Path(report.sensitivity_model).name})",
-            "",
-            "Quantized tensors with the lowest SQNR (FP32 activation vs. itself rounded with the model's scale).",
-            "",
-            "| tensor | SQNR dB | read by |",
-            "|---|---:|---|",
-        ]
-        lines += [
-            f"| `{r['tensor']}` | {_fmt(r['sqnr_db'], '.1f')} | {', '.join(r['read_by'][:2])} |"
-            for r in report.sensitivity
-        ]
-    return "\n".join(lines) + "\n"
 
 
 def run_accuracy(
@@ -200,6 +103,6 @@ def run_accuracy(
             report.sensitivity_model = int8[0].name
     show_accuracy(report)
     if report_path:
-        write_bytes_atomic(report_path, report_markdown(report, command).encode())
+        write_bytes_atomic(report_path, report.markdown(command).encode())
         write_json_atomic(Path(report_path).with_suffix(".json"), {**asdict(report), "command": command})
         console.print(f"wrote {report_path}")

@@ -20,8 +20,8 @@ def _raise_interrupt(signum, frame):
 
 def run_serve(options) -> int:
     """Start, report, serve until Ctrl-C or SIGTERM, stop cleanly; an error when the server ends by itself."""
-    from export.triton_server import TritonServer
     from runtime.errors import UserError
+    from serving.server import TritonServer
 
     server = TritonServer(options)
     # Ctrl-C and a service manager's stop both end us cleanly; set SIGINT explicitly because Python

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from msdeploy.output import console, print_table, progress_status
+from msdeploy.output import console, print_markdown_table, print_table, progress_status
 
 
 def run_build_engine(options) -> None:
@@ -37,8 +37,7 @@ def run_build_engine(options) -> None:
     if result.report is not None:
         report = result.report
         if report.layers:
-            table = report.precision_table()
-            print_table(table.title, table.columns, table.rows, right=table.numeric_columns())
+            print_markdown_table(report.precision_table())
         console.print(
             f"build report: {', '.join(str(p) for p in result.report_files)} "
             f"({sum(n for _, n in report.warnings)} builder warnings)"

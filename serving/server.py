@@ -30,8 +30,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from export.triton import validate_config
 from runtime.errors import UserError
+from serving.model_repository import validate_config
 
 SHM_DIR = Path("/dev/shm")
 MAX_ERROR_LINES = 6
@@ -122,7 +122,7 @@ def python_version_of(env: Path) -> str:
     if not (env / "bin" / "activate").is_file():
         raise UserError(f"Python environment {env} (EXECUTION_ENV_PATH) has no bin/activate; export the model again")
     probe = (
-        "import json, sys, numpy, runtime.triton_python_model; "
+        "import json, sys, numpy, serving.triton_python_model; "
         "print(json.dumps([f'{sys.version_info[0]}.{sys.version_info[1]}', numpy.__version__]))"
     )
     run = subprocess.run([str(env / "bin" / "python"), "-c", probe], capture_output=True, text=True, timeout=60)

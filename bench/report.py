@@ -9,47 +9,19 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from runtime.benchmark import Result
+from bench.cases import Result
 from runtime.files import check_output_path, write_bytes_atomic, write_json_atomic
+from runtime.tables import Table
 from runtime.timing import time_interleaved
 
 _CASE = ("backend", "precision", "fusion", "size", "batch")
 _STATS = ("median", "mean", "p90", "p99", "min", "max", "std")  # TimingStats fields, in ms
-_NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?(x|%|M)?( \([\d.]+x\))?$")
 _PROVENANCE = ("date", "machine", "versions", "command")
-_NO_NUMBER = ("-", "not run", "not measured")  # cells that may stand in a numeric column
-
-
-@dataclass
-class Table:
-    title: str
-    columns: list[str]
-    rows: list[list[str]]
-    note: str = ""
-
-    def numeric_columns(self) -> list[int]:
-        """Columns whose cells are all numbers (or "-" / "not run"): right-aligned."""
-        return [
-            i
-            for i in range(len(self.columns))
-            if self.rows and all(_NUMBER.match(row[i]) or row[i] in _NO_NUMBER for row in self.rows)
-        ]
-
-    def markdown(self) -> str:
-        lines = [f"### {self.title}", ""]
-        if self.note:
-            lines += [self.note, ""]
-        right = set(self.numeric_columns())
-        lines.append("| " + " | ".join(self.columns) + " |")
-        lines.append("|" + "|".join("---:" if i in right else "---" for i in range(len(self.columns))) + "|")
-        lines += ["| " + " | ".join(r) + " |" for r in self.rows]
-        return "\n".join(lines)
 
 
 @dataclass

@@ -12,10 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+from runtime.backends import BACKENDS
 from runtime.timing import TimingStats, time_interleaved
-
-PRECISIONS = ("fp32", "fp16", "int8")
-GPU_BACKENDS = ("torch-cuda", "torch-cuda-graphs", "onnxruntime-cuda", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,7 @@ class Case:
     @property
     def device(self) -> str:
         """Where the case runs: "cuda" or "cpu"."""
-        return "cuda" if self.backend in GPU_BACKENDS else "cpu"
+        return BACKENDS[self.backend].device
 
     @property
     def matmul_precision(self) -> str:

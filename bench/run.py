@@ -1,6 +1,6 @@
 """`msdeploy bench` as a library call: plan the cases, find or make the models, time, build the report.
 
-    from runtime.bench_run import BenchOptions, run_bench
+    from bench.run import BenchOptions, run_bench
     report = run_bench(BenchOptions(backends=("torch-cpu", "onnxruntime-cpu"), sizes=(256, 352)))
     report.write("docs/results")
 
@@ -11,34 +11,17 @@ everything that needs PyTorch is listed as unavailable, with the reason.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from runtime.bench_report import BenchReport, measure_matmul_gflops
-from runtime.bench_targets import (
-    FILE_BACKENDS,
-    ModelFile,
-    backend_unavailable,
-    describe_folder,
-    file_target,
-    pick_model,
-)
-from runtime.benchmark import PRECISIONS, Case, Settings, run_cases
+from bench.cases import Case, Settings, run_cases
+from bench.file_rows import ModelFile, describe_folder, file_target, pick_model
+from bench.report import BenchReport, measure_matmul_gflops
+from runtime.backends import BACKENDS, FAMILIES, FILE_BACKENDS, TORCH_BACKENDS, backend_unavailable, expand_backends
 from runtime.environment import provenance, stamp
 from runtime.errors import UserError
-from runtime.metadata import FUSION_NAMES
-
-TORCH_BACKENDS = ("torch-cpu", "torch-cuda", "torch-cuda-graphs")
-BACKENDS = (*TORCH_BACKENDS, *FILE_BACKENDS)
-# a family name asks for all its backends; those that cannot run here are listed with the reason
-FAMILIES = {"torch": TORCH_BACKENDS, "onnxruntime": tuple(b for b in FILE_BACKENDS if b.startswith("onnxruntime"))}
-
-
-def expand_backends(names: Sequence[str]) -> list[str]:
-    """`torch` and `onnxruntime` stand for every backend of that family; order kept, repeats dropped."""
-    return list(dict.fromkeys(b for name in names for b in FAMILIES.get(name, (name,))))
+from runtime.metadata import FUSION_NAMES, PRECISIONS
 
 
 @dataclass
@@ -76,7 +59,7 @@ class BenchOptions:
 
 
 def has_torch() -> bool:
-    return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("timm") is not None
+    return backend_unavailable("torch-cpu") is None
 
 
 def reference_case(case: Case) -> Case | None:
@@ -102,14 +85,10 @@ def run_bench(
     ]
     skipped: dict[Case, str] = {}
     for backend in dict.fromkeys(c.backend for c in cases):
-        if backend in TORCH_BACKENDS:
-            why = None if torch_here else "PyTorch is not installed here (runtime-only install)"
-        else:
-            why = backend_unavailable(backend)
-        if why:
+        if why := backend_unavailable(backend):
             skipped.update({c: why for c in cases if c.backend == backend})
     if torch_here:
-        from models.bench_targets import torch_unavailable
+        from bench.torch_rows import torch_unavailable
 
         for c in cases:
             if c.backend in TORCH_BACKENDS and c not in skipped and (why := torch_unavailable(c)):
@@ -127,7 +106,7 @@ def run_bench(
 
     def make_target(case: Case):
         if case.backend in TORCH_BACKENDS:
-            from models.bench_targets import torch_target
+            from bench.torch_rows import torch_target
 
             return torch_target(case, _backbone(options, files), options.weights, options.threads)
         return file_target(case, picked[case], options.threads)
@@ -175,7 +154,7 @@ def _model_files(options, cases, skipped, torch_here: bool, say) -> list[ModelFi
             "no --models folder given, and PyTorch is not installed to export them: pass --models DIR "
             "with models exported on another machine (msdeploy export onnx / quantize / export engine)"
         )
-    from export.bench_models import ensure_models
+    from bench.work_models import ensure_models
 
     precisions = sorted({c.precision for c in wanted if c.backend.startswith("onnxruntime")})
     fusions = list(dict.fromkeys(c.fusion for c in wanted))
@@ -196,7 +175,7 @@ def _fill_model_tables(report: BenchReport, options: BenchOptions, files, torch_
     notes = ["cpu: numpy 1024x1024 products, all cores"]
     cuda_precisions = {r.case.matmul_precision for r in report.results if r.stats and r.case.device == "cuda"}
     if cuda_precisions and torch_here:
-        from models.bench_targets import cuda_matmul_rates
+        from bench.torch_rows import cuda_matmul_rates
 
         rates, how = cuda_matmul_rates(sorted(cuda_precisions))
         report.matmul_rates.update(rates)
@@ -211,7 +190,7 @@ def _fill_model_tables(report: BenchReport, options: BenchOptions, files, torch_
         report.unavailable.update(dict.fromkeys(missing, why))
         _file_memory(report, options, files, fusions)
         return
-    from models.bench_targets import model_tables
+    from bench.torch_rows import model_tables
 
     say("measuring parameters, GFLOPs and peak memory per part (a fresh process per part)")
     gpu = any(r.case.backend.startswith("torch-cuda") and r.stats for r in report.results)

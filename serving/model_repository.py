@@ -5,7 +5,7 @@ Two kinds of entry, both `<repository>/<name>/config.pbtxt` plus version `1/`:
   (platform `tensorrt_plan`), tensors in and out, what GPU servers running NVIDIA's Triton
   containers load. Inputs, outputs, dtypes and dynamic sizes come from the model's metadata.
 - Python backend (`--backend python`): `1/model.py` wrapping `runtime.Predictor`, encoded image
-  in, mask and probabilities out (see runtime.triton_python_model); the server bundled with
+  in, mask and probabilities out (see serving.triton_python_model); the server bundled with
   nvidia-pytriton serves it on a CPU. Its config names the Python environment the backend runs
   in (`EXECUTION_ENV_PATH`), which must hold this package and numpy < 2.
 The config is checked against Triton's model-config schema (`tritonclient`'s `model_config_pb2`)
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from runtime.errors import UserError
 from runtime.files import move_dir_into_place
-from runtime.metadata import ModelMetadata, read_sidecar, sidecar_path
+from runtime.metadata import ModelMetadata, read_model_metadata, sidecar_path
 
 PLATFORMS = {".onnx": ("onnxruntime_onnx", "model.onnx"), ".engine": ("tensorrt_plan", "model.plan")}
 PLATFORMS[".plan"] = PLATFORMS[".engine"]
@@ -32,8 +32,8 @@ DEFAULT_QUEUE_DELAY_US = 100  # how long the scheduler may hold a request to for
 BACKENDS = ("native", "python")
 PYTHON_MODEL = """\
 # Written by `msdeploy export triton --backend python`: Triton's Python backend loads this file;
-# the model itself (decode, preprocess, network, masks) lives in runtime.triton_python_model.
-from runtime.triton_python_model import TritonPythonModel  # noqa: F401
+# the model itself (decode, preprocess, network, masks) lives in serving.triton_python_model.
+from serving.triton_python_model import TritonPythonModel  # noqa: F401
 """
 
 
@@ -68,14 +68,6 @@ class TritonResult:
     model_file: Path
     validated: bool  # parsed against Triton's schema (tritonclient installed)
     notes: list[str] = field(default_factory=list)
-
-
-def _metadata(model: Path) -> tuple[ModelMetadata, dict]:
-    side = read_sidecar(model)
-    if side is None:
-        raise UserError(f"{model} has no sidecar {sidecar_path(model).name}; export it with msdeploy first")
-    meta = ModelMetadata.from_dict(side.get("model", side) if model.suffix in (".engine", ".plan") else side)
-    return meta, side
 
 
 def _dims(meta: ModelMetadata) -> tuple[list[int], dict[str, list[int]]]:
@@ -211,7 +203,7 @@ def write_triton_model(options: TritonOptions) -> TritonResult:
     """Write `<repository>/<name>/` (config and version 1), replacing an existing one only with force."""
     if not options.model.is_file():
         raise UserError(f"model file not found: {options.model}")
-    meta, side = _metadata(options.model)
+    meta, side = read_model_metadata(options.model)
     _check(options, meta, side)
     name = options.name or options.model.name.split(".")[0]
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):

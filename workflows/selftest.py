@@ -1,4 +1,4 @@
-"""`msdeploy selftest --gpu`: the one command that verifies the TensorRT path on real hardware.
+"""The GPU self-test (`msdeploy selftest --gpu`): the one run that verifies the TensorRT path on real hardware.
 
 For each fusion mode: export the demo checkpoint to ONNX, write its FP16 and INT8 (Q/DQ) variants,
 build an engine of each (strongly typed: precision from the graph) with every NVIDIA builder installed
@@ -14,13 +14,14 @@ Nothing here can run without TensorRT and a GPU; it says so and exits 2.
 from __future__ import annotations
 
 import re
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from msdeploy.output import console, print_table, progress_status
+from runtime.tables import Table
+from runtime.timing import time_interleaved
 
 SHAPES = [(1, 3, 352, 352), (2, 3, 320, 320), (1, 3, 257, 190)]
 LATENCY_SHAPE = (1, 3, 352, 352)
@@ -66,7 +67,7 @@ class EngineVariant:
 def engine_variants(features, work: Path, fusion: str, fp32: Path, fp16: Path, int8: Path) -> list[EngineVariant]:
     """The graph-precision engines everywhere; the legacy builder-flag / calibrator builds only where
     this TensorRT has them, so a Jetson's selftest also checks the fallback it would use."""
-    stem = work / f"pvt_v2_b0_{fusion}.{features.target}"
+    stem = work / f"{fp32.stem}.{features.target}"
     variants = [
         EngineVariant("fp32", fp32, None, "fp32", Path(f"{stem}.engine")),
         EngineVariant("fp16", fp16, None, "fp16", Path(f"{stem}.fp16.engine")),
@@ -82,16 +83,15 @@ def engine_variants(features, work: Path, fusion: str, fp32: Path, fp16: Path, i
 
 
 def _time_engine(runner, iterations: int, warmup: int) -> tuple[float, float]:
+    """Median GPU ms (CUDA events around execution) and end-to-end ms (with copies), interleaved."""
     x = np.random.default_rng(0).standard_normal(LATENCY_SHAPE, dtype=np.float32)
-    for _ in range(warmup):
+
+    def gpu() -> float:
         runner.infer(x)
-    gpu, wall = [], []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        runner.infer(x)
-        wall.append(time.perf_counter() - start)
-        gpu.append(runner.last_gpu_ms)
-    return float(np.median(gpu)), float(np.median(wall) * 1e3)
+        return runner.last_gpu_ms / 1e3
+
+    stats = time_interleaved({"gpu": gpu, "wall": lambda: runner.infer(x)}, warmup=warmup, iterations=iterations)
+    return stats["gpu"].median_ms, stats["wall"].median_ms
 
 
 def mask_agreement(runner, net, sizes=MASK_IMAGE_SIZES) -> float:
@@ -114,18 +114,42 @@ def mask_agreement(runner, net, sizes=MASK_IMAGE_SIZES) -> float:
     return worst
 
 
+@dataclass
+class SelftestResult:
+    rows: list[SelftestRow]
+    table: Table  # the engines, as printed and as written into the report
+    report: Path  # the Markdown report (the JSON lies beside it)
+    gpu: str
+
+    @property
+    def ran(self) -> bool:
+        """False where no engine could run on this GPU: nothing was verified."""
+        return any(r.ran for r in self.rows)
+
+    @property
+    def passed(self) -> bool:
+        return self.ran and all(r.parity_passed for r in self.rows if r.ran)
+
+
 def run_selftest(
-    work: Path, output_dir: Path, fusions: tuple[str, ...], iterations: int, command: str, cuda_graphs: bool
-) -> bool:
-    from calibration.quantize import Int8Options, quantize_int8
-    from calibration.synthetic import write_dataset
-    from export.onnx_export import ExportOptions, export_onnx
-    from export.parity import reference_fn, run_parity
-    from export.precision import convert_fp16
+    work: Path,
+    output_dir: Path,
+    fusions: tuple[str, ...],
+    iterations: int,
+    command: str,
+    cuda_graphs: bool,
+    say: Callable[[str], None] = print,
+) -> SelftestResult:
+    """Build, check and time every engine this machine can build (see the module text); write the
+    report into `output_dir` and return it."""
+    from calibration.synthetic import synthetic_calibration_images
     from export.tensorrt_build import EngineOptions, build_engine
+    from export.variants import Int8Settings, export_fp32, make_variants
     from models import build_model
+    from models.demo_training import DEMO_BACKBONE as SELFTEST_BACKBONE
     from models.demo_training import demo_checkpoint
-    from runtime.bench_report import Table
+    from models.runner import TorchRunner
+    from runtime.compare import run_parity
     from runtime.environment import stamp
     from runtime.files import write_bytes_atomic, write_json_atomic
     from runtime.tensorrt_backend import TensorRTRunner
@@ -133,60 +157,55 @@ def run_selftest(
 
     modules, device = _require_gpu_stack()
     work.mkdir(parents=True, exist_ok=True)
-    calib = work / "calib"
-    if not calib.exists():
-        write_dataset(calib, 32, size=(352, 352), seed=7)
+    calib = synthetic_calibration_images(work / "calibration", Int8Settings().images)
     rows: list[SelftestRow] = []
-    with progress_status("selftest") as say:
-        for fusion in fusions:
-            weights = demo_checkpoint(fusion)
-            fp32 = work / f"pvt_v2_b0_{fusion}.onnx"
-            if not fp32.exists():
-                say(f"{fusion}: exporting ONNX")
-                export_onnx(ExportOptions(backbone="pvt_v2_b0", fusion=fusion, weights=weights, output=fp32))
-            fp16 = convert_fp16(fp32, weights=weights, force=True).path
-            int8 = quantize_int8(Int8Options(model=fp32, calib_data=calib / "images", force=True)).path
-            net = build_model("pvt_v2_b0", fusion, weights=weights, exportable=True)
-            reference = reference_fn(net)
-            for trt in modules:
-                features = TensorRTFeatures.detect(trt)
-                # TensorRT-RTX: for this GPU where it builds for it; otherwise its default set, built, not run
-                runs = not features.compute_capabilities or device.compute_capability in features.compute_capabilities
-                for variant in engine_variants(features, work, fusion, fp32, fp16, int8):
-                    say(f"{fusion}: building the {variant.label} engine with {features.name}")
-                    options = EngineOptions(
-                        compute_capabilities=("current",) if runs and features.compute_capabilities else (),
-                        model=variant.model,
-                        precision=variant.requested,
-                        max_shape=(2, 3, 1024, 1024),
-                        calib_data=calib / "images" if variant.requested == "int8" else None,
-                        output=variant.output,
-                        force=True,
-                        target=features.target,
+    for fusion in fusions:
+        weights = demo_checkpoint(fusion)
+        fp32 = export_fp32(work / f"{SELFTEST_BACKBONE}_{fusion}.onnx", SELFTEST_BACKBONE, fusion, weights, say=say)
+        int8_settings = Int8Settings(calib_data=calib)
+        made = make_variants(fp32, ("fp16", "int8"), weights=weights, int8=int8_settings, say=say)
+        fp16, int8 = made["fp16"], made["int8"]
+        net = build_model(SELFTEST_BACKBONE, fusion, weights=weights, exportable=True)
+        reference = TorchRunner(net)
+        for trt in modules:
+            features = TensorRTFeatures.detect(trt)
+            # TensorRT-RTX: for this GPU where it builds for it; otherwise its default set, built, not run
+            runs = not features.compute_capabilities or device.compute_capability in features.compute_capabilities
+            for variant in engine_variants(features, work, fusion, fp32, fp16, int8):
+                say(f"{fusion}: building the {variant.label} engine with {features.name}")
+                options = EngineOptions(
+                    compute_capabilities=("current",) if runs and features.compute_capabilities else (),
+                    model=variant.model,
+                    precision=variant.requested,
+                    max_shape=(2, 3, 1024, 1024),
+                    calib_data=calib if variant.requested == "int8" else None,
+                    output=variant.output,
+                    force=True,
+                    target=features.target,
+                )
+                built = build_engine(options, progress=say, trt=trt)
+                row = [features.name, fusion, variant.label, built.path.name]
+                if not runs:
+                    say(f"{features.name} does not build for {device.name}: built, not run")
+                    rows.append(SelftestRow(*row, False, *[None] * 5, built.seconds, ran=False))
+                    continue
+                runner = TensorRTRunner(str(built.path), cuda_graphs=cuda_graphs, trt=trt)
+                report = run_parity(runner, reference, SHAPES, precision=variant.tolerance)
+                mask_iou = mask_agreement(runner, net)
+                gpu_ms, wall_ms = _time_engine(runner, iterations, warmup=10)
+                rows.append(
+                    SelftestRow(
+                        *row,
+                        report.passed,
+                        max(r.agreement.max_abs for r in report.rows),
+                        min(r.agreement.cosine for r in report.rows),
+                        mask_iou,
+                        gpu_ms,
+                        wall_ms,
+                        built.seconds,
                     )
-                    built = build_engine(options, progress=say, trt=trt)
-                    row = [features.name, fusion, variant.label, built.path.name]
-                    if not runs:
-                        say(f"{features.name} does not build for {device.name}: built, not run")
-                        rows.append(SelftestRow(*row, False, *[None] * 5, built.seconds, ran=False))
-                        continue
-                    runner = TensorRTRunner(str(built.path), cuda_graphs=cuda_graphs, trt=trt)
-                    report = run_parity(built.path, reference, SHAPES, precision=variant.tolerance, runner=runner)
-                    mask_iou = mask_agreement(runner, net)
-                    gpu_ms, wall_ms = _time_engine(runner, iterations, warmup=10)
-                    rows.append(
-                        SelftestRow(
-                            *row,
-                            report.passed,
-                            max(r.agreement.max_abs for r in report.rows),
-                            min(r.agreement.cosine for r in report.rows),
-                            mask_iou,
-                            gpu_ms,
-                            wall_ms,
-                            built.seconds,
-                        )
-                    )
-                    runner.close()
+                )
+                runner.close()
     header = [
         "builder",
         "fusion",
@@ -216,24 +235,20 @@ def run_selftest(
         for r in rows
     ]
     builders = ", ".join(dict.fromkeys(r.builder for r in rows))
-    print_table(f"{builders} on {device.name}", header, table, right=(4, 5, 6, 7, 8, 9))
+    engines = Table(f"{builders} on {device.name}", header, table)
     slug = re.sub(r"[^a-z0-9]+", "-", device.name.lower()).strip("-")
     notes = (
         f"Latency at {format_shape(LATENCY_SHAPE)}, median of {iterations} runs: GPU ms from CUDA events "
         f"around execution only; end-to-end ms includes host-device copies. CUDA graphs: {cuda_graphs}.\n"
-        f"Parity shapes: {', '.join(format_shape(s) for s in SHAPES)} (pvt_v2_b0 demo checkpoint).\n"
+        f"Parity shapes: {', '.join(format_shape(s) for s in SHAPES)} ({SELFTEST_BACKBONE} demo checkpoint).\n"
         f"Masks: runtime.Predictor on the engine (as `msdeploy infer`) against PyTorch, held-out synthetic "
         f"images of {', '.join(f'{w}x{h}' for h, w in MASK_IMAGE_SIZES)}, threshold 0.5.\n"
     )
-    md = [stamp(command), "", notes, Table("Engines", header, table).markdown()]
+    md = [stamp(command), "", notes, engines.markdown()]
     output_dir.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(output_dir / f"tensorrt-selftest-{slug}.md", ("\n".join(md) + "\n").encode())
     write_json_atomic(
         output_dir / f"tensorrt-selftest-{slug}.json",
         {"command": command, "builders": builders, "gpu": device.__dict__, "rows": [r.__dict__ for r in rows]},
     )
-    console.print(f"wrote {output_dir / f'tensorrt-selftest-{slug}.md'} and .json")
-    if not any(r.ran for r in rows):
-        console.print(f"[red]no engine could run on {device.name}[/]: nothing was verified")
-        return False
-    return all(r.parity_passed for r in rows if r.ran)
+    return SelftestResult(rows, engines, output_dir / f"tensorrt-selftest-{slug}.md", device.name)

@@ -8,11 +8,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
+import numpy as np
 import torch
 
+from bench.cases import Case, Target
 from models import DEFAULT_SCALES, build_model
 from models.complexity import flop_table
-from runtime.benchmark import Case, Target
+from models.runner import TorchRunner
+from runtime.backends import BACKENDS
 from runtime.errors import UserError
 from runtime.timing import time_interleaved
 
@@ -37,20 +40,18 @@ def _network(backbone: str, fusion: str, weights: str | None, device: str, half:
 
 
 def torch_target(case: Case, backbone: str, weights: str | None, threads: int | None) -> Target:
-    """A PyTorch model for `case`, input already on the device."""
+    """A PyTorch model for `case`: on the CPU the PyTorch runner (numpy in and out, like every other
+    runner); on a GPU the module itself, input already on the device, timed by CUDA events."""
     if threads:
         torch.set_num_threads(threads)
-    device = "cpu" if case.backend == "torch-cpu" else "cuda"
+    device = BACKENDS[case.backend].device
     half = case.precision == "fp16"
+    if device == "cpu":
+        runner = TorchRunner(_network(backbone, case.fusion, weights, device, half))
+        image = np.zeros((case.batch, 3, case.size, case.size), np.float32)
+        return Target(lambda: runner.infer(image), "host clock, PyTorch eager (PyTorch runner), input in memory")
     net = _network(backbone, case.fusion, weights, device, half)
     x = torch.zeros(case.batch, 3, case.size, case.size, device=device, dtype=torch.float16 if half else torch.float32)
-    if device == "cpu":
-
-        def run_cpu() -> None:
-            with torch.inference_mode():
-                net(x)
-
-        return Target(run_cpu, "host clock, PyTorch eager, input in memory")
     if case.backend == "torch-cuda-graphs":
         return _graph_target(net, x)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -1,0 +1,72 @@
+"""Benchmark rows that run exported files: ONNX Runtime models and TensorRT engines (torch-free).
+
+Models are found by their JSON sidecars (fusion, backbone, precision, INT8 layout), so a folder of
+exports from any machine fills the tables on a board that has only the runtime installed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.cases import Case, Target
+from runtime.backends import BACKENDS, open_runner
+from runtime.errors import UserError
+from runtime.metadata import read_model_metadata
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    path: Path
+    backbone: str
+    fusion: str
+    precision: str
+    layout: str  # INT8 Q/DQ layout ("tensorrt" or "cpu"), "" otherwise
+    kind: str  # "onnx" or "engine"
+
+
+def describe_folder(folder: str | Path) -> list[ModelFile]:
+    """Every model in `folder` with a readable sidecar of ours (others are ignored)."""
+    found = []
+    for path in sorted(Path(folder).iterdir()):
+        kind = {".onnx": "onnx", ".engine": "engine", ".plan": "engine"}.get(path.suffix)
+        if kind is None:
+            continue
+        try:
+            meta, side = read_model_metadata(path)
+        except UserError:  # not ours, or no sidecar
+            continue
+        layout = (side.get("int8") or {}).get("target", "") if kind == "onnx" else ""
+        found.append(ModelFile(path, meta.backbone, meta.fusion, side.get("precision", meta.precision), layout, kind))
+    return found
+
+
+def pick_model(files: list[ModelFile], case: Case, backbone: str | None) -> ModelFile | None:
+    """The file that runs `case`: an engine for TensorRT, an ONNX model otherwise (for INT8 on the
+    CPU the `cpu` Q/DQ layout first, which ONNX Runtime runs fastest)."""
+    kind = "engine" if case.backend == "tensorrt" else "onnx"
+    matches = [
+        f
+        for f in files
+        if f.kind == kind
+        and f.fusion == case.fusion
+        and f.precision == case.precision
+        and (backbone is None or f.backbone == backbone)
+    ]
+    preferred = "cpu" if case.backend == "onnxruntime-cpu" else "tensorrt"
+    matches.sort(key=lambda f: f.layout != preferred)
+    return matches[0] if matches else None
+
+
+def file_target(case: Case, model: ModelFile, threads: int | None) -> Target:
+    runner = open_runner(model.path, case.backend, threads=threads, check=False)  # the plan checked it
+    x = np.zeros((case.batch, 3, case.size, case.size), np.float32)
+    runner.infer(x)  # checks the shape against the model (an engine's profile) before timing
+    if case.backend == "tensorrt":
+        how = "host clock per call, including host-to-device and device-to-host copies (TensorRT runner)"
+    else:
+        copies = ", including host-device copies" if BACKENDS[case.backend].device == "cuda" else ""
+        how = f"host clock per call, input in host memory{copies} ({model.path.name})"
+    return Target(lambda: runner.infer(x), how, runner.close)

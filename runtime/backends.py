@@ -1,0 +1,141 @@
+"""The backend vocabulary and `open_runner(model, backend)`: the one way a model is opened by name.
+
+    with runtime.open_runner("model.onnx", "onnxruntime-cpu") as runner:
+        outputs = runner.infer(batch)
+
+Every command, the benchmark, parity and the self-test take their backend names from `BACKENDS`.
+PyTorch backends rebuild the network a model file was exported from; they are opened through the
+`msdeploy.runners` entry point, so this torch-free package never imports PyTorch code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from runtime.errors import UserError
+from runtime.metadata import ENGINE_SUFFIXES, ONNX_SUFFIXES
+from runtime.runner import Runner
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    family: str  # "torch", "onnxruntime" or "tensorrt"
+    device: str  # "cpu" or "cuda"
+    providers: tuple[str, ...] = ()  # ONNX Runtime execution providers, in order of preference
+
+    @property
+    def runs_files(self) -> bool:
+        """True where the backend runs an exported file (not the PyTorch network)."""
+        return self.family != "torch"
+
+
+BACKENDS = {
+    b.name: b
+    for b in (
+        Backend("torch-cpu", "torch", "cpu"),
+        Backend("torch-cuda", "torch", "cuda"),
+        Backend("torch-cuda-graphs", "torch", "cuda"),
+        Backend("onnxruntime-cpu", "onnxruntime", "cpu", ("CPUExecutionProvider",)),
+        Backend("onnxruntime-cuda", "onnxruntime", "cuda", ("CUDAExecutionProvider", "CPUExecutionProvider")),
+        Backend("tensorrt", "tensorrt", "cuda"),
+    )
+}
+FILE_BACKENDS = tuple(name for name, b in BACKENDS.items() if b.runs_files)
+TORCH_BACKENDS = tuple(name for name, b in BACKENDS.items() if b.family == "torch")
+# a family name stands for all its backends
+FAMILIES = {family: tuple(n for n, b in BACKENDS.items() if b.family == family) for family in ("torch", "onnxruntime")}
+AUTO = "auto"  # by file type: TensorRT for .engine/.plan, ONNX Runtime with the best provider installed
+
+
+def backend(name: str, allowed: Sequence[str] | None = None) -> Backend:
+    """The backend called `name`, or a UserError listing the names that fit."""
+    choices = list(allowed or BACKENDS)
+    if name not in choices or name not in BACKENDS:
+        raise UserError(f"unknown backend {name!r}; choose from {', '.join(choices)}")
+    return BACKENDS[name]
+
+
+def expand_backends(names: Sequence[str]) -> list[str]:
+    """Family names (`torch`, `onnxruntime`) stand for all their backends; order kept, repeats dropped."""
+    return list(dict.fromkeys(b for name in names for b in FAMILIES.get(name, (name,))))
+
+
+def backend_unavailable(name: str) -> str | None:
+    """Why a backend cannot run on this machine at all, or None."""
+    spec = backend(name)
+    if spec.family == "torch":
+        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("timm") is None:
+            return "PyTorch is not installed here (runtime-only install)"
+        return None
+    from runtime.environment import collect_environment
+
+    env = {b.name: b for b in collect_environment().backends}
+    if spec.family == "onnxruntime":
+        if not env["onnxruntime"].available:
+            return env["onnxruntime"].detail
+        import onnxruntime as ort
+
+        missing = [p for p in spec.providers[:1] if p not in ort.get_available_providers()]
+        if missing:
+            return f"onnxruntime has no {missing[0]} here (needs onnxruntime-gpu and a GPU)"
+        return None
+    return None if env["tensorrt"].available else f"TensorRT cannot run here: {env['tensorrt'].detail}"
+
+
+def load(path: str | Path, **options) -> Runner:
+    """Open a model file with the backend its format needs. Options go to the backend
+    (ONNX Runtime: providers=[...], threads=N; TensorRT engines: cuda_graphs=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file not found: {path}")
+    if path.suffix in ONNX_SUFFIXES:
+        from runtime.onnxruntime_backend import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(str(path), **options)
+    if path.suffix in ENGINE_SUFFIXES:
+        from runtime.tensorrt_backend import TensorRTRunner
+
+        return TensorRTRunner(str(path), **options)
+    known = ", ".join((*ONNX_SUFFIXES, *ENGINE_SUFFIXES))
+    raise UserError(f"{path}: unknown model format {path.suffix!r}; supported: {known}")
+
+
+def open_runner(
+    model: str | Path,
+    backend_name: str = AUTO,
+    *,
+    threads: int | None = None,
+    weights: str | Path | None = None,
+    check: bool = True,
+) -> Runner:
+    """Open `model` on a named backend. `auto` picks by file type; the others insist, with an error
+    saying what fits. PyTorch backends rebuild the network `model` was exported from (its metadata,
+    with `weights` when it was exported from a checkpoint). `check=False` skips the availability
+    probe (a caller that has just checked)."""
+    path = Path(model)
+    is_engine = path.suffix in ENGINE_SUFFIXES
+    if backend_name == AUTO:
+        return load(path, threads=threads) if not is_engine else load(path)
+    spec = backend(backend_name)
+    if spec.family == "tensorrt" and not is_engine:
+        raise UserError(
+            f"{path} is not a TensorRT engine; build one on this machine with `msdeploy export engine {path}` "
+            "and pass the .engine file"
+        )
+    if spec.family != "tensorrt" and is_engine:
+        raise UserError(f"{path} is a TensorRT engine; {backend_name} runs the .onnx model it was built from")
+    probe = check and (spec.device == "cuda" or spec.family == "torch")
+    reason = backend_unavailable(backend_name) if probe else None
+    if reason:
+        raise UserError(f"backend {backend_name} cannot run here: {reason}")
+    if spec.family == "tensorrt":
+        return load(path)
+    if spec.family == "onnxruntime":
+        return load(path, providers=list(spec.providers), threads=threads)
+    (opener,) = entry_points(group="msdeploy.runners", name="torch")
+    return opener.load()(path, spec, weights=weights, threads=threads)
