@@ -154,11 +154,17 @@ def _model_files(options, cases, skipped, torch_here: bool, say) -> list[ModelFi
             "no --models folder given, and PyTorch is not installed to export them: pass --models DIR "
             "with models exported on another machine (msdeploy export onnx / quantize / export engine)"
         )
-    from bench.work_models import ensure_models
+    # made on demand through the variants pipeline (INT8 in the CPU layout, calibrated on synthetic
+    # images) and kept in the work folder: a second run reuses them
+    from export.variants import Int8Settings, export_fp32, make_variants
 
-    precisions = sorted({c.precision for c in wanted if c.backend.startswith("onnxruntime")})
-    fusions = list(dict.fromkeys(c.fusion for c in wanted))
-    return ensure_models(options.backbone or "pvt_v2_b2", fusions, precisions, options.work, options.weights, say)
+    work, backbone = Path(options.work), options.backbone or "pvt_v2_b2"
+    work.mkdir(parents=True, exist_ok=True)
+    precisions = sorted({c.precision for c in wanted if c.backend.startswith("onnxruntime")} - {"fp32"})
+    for fusion in dict.fromkeys(c.fusion for c in wanted):
+        fp32 = export_fp32(work / f"{backbone}_{fusion}.onnx", backbone, fusion, options.weights, say=say)
+        make_variants(fp32, precisions, weights=options.weights, int8=Int8Settings(target="cpu"), work=work, say=say)
+    return describe_folder(work)
 
 
 def _missing_model(case: Case, options: BenchOptions) -> str:

@@ -21,7 +21,7 @@ from calibration.int8 import METHODS
 from calibration.quantize import CALIBRATION_IMAGES, Int8Options, quantize_int8
 from calibration.synthetic import SYNTHETIC_CALIBRATION_SEED, synthetic_calibration_images, write_dataset
 from export.variants import export_fp32, make_variant
-from models.demo_training import DEMO_BACKBONE, HELD_OUT_SEED, HELD_OUT_SIZE, demo_checkpoint
+from models.demo_weights import DEMO_BACKBONE, HELD_OUT_SEED, HELD_OUT_SIZE, demo_checkpoint
 from runtime.errors import VerificationError
 from runtime.files import display_path, write_bytes_atomic, write_json_atomic
 from runtime.metadata import read_model_metadata

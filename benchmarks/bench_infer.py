@@ -31,10 +31,11 @@ from calibration.synthetic import SYNTHETIC_CALIBRATION_SEED, make_sample
 from export.parity import reference_probability
 from export.variants import Int8Settings, export_fp32, make_variant
 from models import build_model
-from models.demo_training import DEMO_BACKBONE, HELD_OUT_SEED, demo_checkpoint
+from models.demo_weights import DEMO_BACKBONE, HELD_OUT_SEED, demo_checkpoint
 from runtime import Predictor
 from runtime.environment import collect_environment, stamp
 from runtime.files import write_bytes_atomic, write_json_atomic
+from runtime.tables import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,26 +124,29 @@ def markdown(rows: list[dict], command: str, count: int) -> str:
         "(bilinear, antialiased) before the sigmoid. Masks at threshold 0.5. INT8: percentile calibration",
         f"at the model's size, {CALIBRATION_IMAGES} synthetic images (seed {SYNTHETIC_CALIBRATION_SEED}).",
         "",
-        "| fusion | model | IoU vs PyTorch mean | IoU vs PyTorch min | prob MAE | IoU vs true mask "
-        "| network ms | per image ms |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        ms = "-" if r["network_ms"] is None else f"{r['network_ms']:.0f}"
-        per = "-" if r["per_image_ms"] is None else f"{r['per_image_ms']:.0f}"
-        lines.append(
-            f"| {r['fusion']} | {r['model']} | {r['iou_vs_torch_mean']:.4f} | {r['iou_vs_torch_min']:.4f} | "
-            f"{r['prob_mae']:.2e} | {r['iou_vs_truth']:.3f} | {ms} | {per} |"
-        )
-    lines += ["", "## Bound: FP32 masks against PyTorch's", ""]
-    lines += ["| fusion | criterion | measured | result |", "|---|---|---:|---|"]
-    for r in rows:
-        if r["model"] == "fp32":
-            ok = r["iou_vs_torch_min"] >= FP32_IOU_BOUND
-            lines.append(
-                f"| {r['fusion']} | FP32 mask IoU vs PyTorch >= {FP32_IOU_BOUND} (every image) | "
-                f"{r['iou_vs_torch_min']:.4f} | {'PASS' if ok else 'FAIL'} |"
-            )
+    masks = Table(
+        "Masks against PyTorch's",
+        ["fusion", "model", "IoU vs PyTorch mean", "IoU vs PyTorch min", "prob MAE", "IoU vs true mask"]
+        + ["network ms", "per image ms"],
+        [
+            [r["fusion"], r["model"], f"{r['iou_vs_torch_mean']:.4f}", f"{r['iou_vs_torch_min']:.4f}"]
+            + [f"{r['prob_mae']:.2e}", f"{r['iou_vs_truth']:.3f}"]
+            + ["-" if r[k] is None else f"{r[k]:.0f}" for k in ("network_ms", "per_image_ms")]
+            for r in rows
+        ],
+    )
+    bound = Table(
+        "Bound: FP32 masks against PyTorch's",
+        ["fusion", "criterion", "measured", "result"],
+        [
+            [r["fusion"], f"FP32 mask IoU vs PyTorch >= {FP32_IOU_BOUND} (every image)", f"{r['iou_vs_torch_min']:.4f}"]
+            + ["PASS" if r["iou_vs_torch_min"] >= FP32_IOU_BOUND else "FAIL"]
+            for r in rows
+            if r["model"] == "fp32"
+        ],
+    )
+    lines += [masks.markdown(), "", bound.markdown()]
     lines += [
         "",
         "IoU vs true mask is the small demo network's own quality (a short CPU training from scratch),",

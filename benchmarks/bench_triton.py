@@ -30,12 +30,13 @@ import numpy as np
 from PIL import Image
 
 from calibration.synthetic import make_sample
-from models.demo_training import HELD_OUT_SEED
+from models.demo_weights import HELD_OUT_SEED
 from runtime import Predictor
 from runtime.environment import collect_environment, stamp
 from runtime.errors import UserError
 from runtime.files import write_bytes_atomic, write_json_atomic
 from runtime.metadata import read_sidecar
+from runtime.tables import Table
 from serving.client import ImageClient
 from serving.model_repository import TritonOptions, write_triton_model
 from serving.server import ServerOptions, TritonServer, free_port
@@ -161,18 +162,21 @@ def markdown(rows: list[dict], command: str, model: Path, args, direct_ms: float
         f"probability is not within {PROB_TOLERANCE:g} of the threshold. Mean batch: Triton's own statistics",
         "(inferences / executions).",
         "",
-        "| setting | requests | clients | failed | wrong | bit-identical | max abs prob diff | throughput req/s "
-        "| p50 ms | p90 ms | p99 ms | max ms | mean batch |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        diff = "-" if r["max_prob_diff"] is None else f"{r['max_prob_diff']:.1e}"
-        batch = "-" if r["mean_batch"] is None else f"{r['mean_batch']:.2f}"
-        lines.append(
-            f"| {r['setting']} | {r['requests']} | {r['clients']} | {r['failed']} | {r['wrong']} | "
-            f"{r['bit_identical']} | {diff} | {r['throughput_rps']:.1f} | {r['p50_ms']:.0f} | {r['p90_ms']:.0f} | "
-            f"{r['p99_ms']:.0f} | {r['max_ms']:.0f} | {batch} |"
-        )
+    columns = ["setting", "requests", "clients", "failed", "wrong", "bit-identical", "max abs prob diff"]
+    columns += ["throughput req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "mean batch"]
+    table = Table(
+        "Load",
+        columns,
+        [
+            [str(r[k]) for k in ("setting", "requests", "clients", "failed", "wrong", "bit_identical")]
+            + ["-" if r["max_prob_diff"] is None else f"{r['max_prob_diff']:.1e}", f"{r['throughput_rps']:.1f}"]
+            + [f"{r[k]:.0f}" for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")]
+            + ["-" if r["mean_batch"] is None else f"{r['mean_batch']:.2f}"]
+            for r in rows
+        ],
+    )
+    lines.append(table.markdown())
     verdict = all(r["failed"] == 0 and r["wrong"] == 0 and r["answered"] == r["requests"] for r in rows)
     lines += [
         "",

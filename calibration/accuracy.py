@@ -184,11 +184,11 @@ def evaluate_models(
     progress: Callable[[int, int], None] | None = None,
 ) -> AccuracyReport:
     """Run every model on every labelled image; the first model must be the FP32 reference."""
-    import runtime
+    from runtime.backends import open_runner
 
     if not models:
         raise UserError("give at least the FP32 model")
-    runners = [runtime.load(m, providers=["CPUExecutionProvider"]) for m in models]
+    runners = [open_runner(m, "onnxruntime-cpu") for m in models]
     metas = [r.require_metadata() for r in runners]
     if metas[0].precision != "fp32":
         raise UserError(f"the first model must be the FP32 reference; {models[0]} is {metas[0].precision}")
@@ -340,3 +340,47 @@ def quantization_sensitivity(
         )
     rows.sort(key=lambda r: r["sqnr_db"])
     return rows[:top]
+
+
+def accuracy_report(
+    models: Sequence[str | Path],
+    data: str | Path,
+    *,
+    size: tuple[int, int] | None = None,
+    count: int | None = None,
+    methods: Sequence[str] = (),
+    calib_data: str | Path | None = None,
+    target: str = "tensorrt",
+    sensitivity: int = 10,
+    quantize: Callable | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> AccuracyReport:
+    """`msdeploy accuracy`: `models` (the FP32 reference first), plus the first one quantized to INT8
+    with each calibration method in `methods` (into a temporary folder, by `quantize`, default
+    quantize_int8), on labelled images; the `sensitivity` INT8 tensors with the lowest SQNR."""
+    import tempfile
+
+    from calibration.data import load_calibration_set
+    from calibration.quantize import Int8Options, quantize_int8
+    from runtime.metadata import read_model_metadata
+
+    if methods and not calib_data:
+        raise UserError("--methods needs --calib-data DIR (the images to calibrate on)")
+    quantize = quantize or quantize_int8
+    with tempfile.TemporaryDirectory(prefix="msdeploy-accuracy-") as tmp:
+        paths, names = [Path(m) for m in models], [None] * len(models)
+        for method in methods:
+            out = Path(tmp) / f"int8-{method}.onnx"
+            result = quantize(Int8Options(paths[0], Path(calib_data), method=method, target=target, output=out))
+            paths.append(result.path)
+            names.append(f"int8 ({method}, {target})" + (" [cache reused]" if result.cache_reused else ""))
+        report = evaluate_models(paths, data, size=size, count=count, progress=progress)
+        for v, name in zip(report.variants, names):
+            v.name = name or v.name
+        int8 = [v for v in report.variants if v.precision == "int8"]
+        if sensitivity and int8:
+            meta, _ = read_model_metadata(paths[0])
+            feeds = load_calibration_set(Path(data) / "images", meta, count=4, size=report.size).feeds
+            report.sensitivity = quantization_sensitivity(paths[0], int8[0].path, feeds, sensitivity)
+            report.sensitivity_model = int8[0].name
+    return report

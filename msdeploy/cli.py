@@ -27,6 +27,7 @@ from runtime.errors import MSDeployError, UserError
 from runtime.metadata import FUSION_NAMES, PRECISIONS
 from runtime.tensorrt_common import TARGETS as TENSORRT_TARGETS
 from serving.model_repository import BACKENDS as TRITON_BACKENDS
+from serving.model_repository import INSTANCE_KINDS
 
 # the [export] extra's modules: a command that needs one on a runtime-only install says which extra to add
 DESKTOP_MODULES = {
@@ -108,6 +109,15 @@ NAMES = CommaList()
 INTS = CommaList(int, "integers")
 FLOATS = CommaList(float, "numbers")
 SIZES = CommaList(_size, "sizes like 352 or 320x240")
+FUSION_OPTION = click.option("--fusion", type=click.Choice(FUSION_NAMES), default="hierarchical", show_default=True)
+FUSIONS_OPTION = click.option(
+    "--fusion",
+    "fusions",
+    type=NAMES,
+    default="hierarchical,absi",
+    show_default=True,
+    help="Comma-separated fusion modes.",
+)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -148,14 +158,7 @@ def params(backbone: str, scales: tuple[float, ...], as_json: bool) -> None:
 
 @main.command()
 @click.option("--backbone", default="pvt_v2_b0", show_default=True, help="timm backbone name.")
-@click.option(
-    "--fusion",
-    "fusions",
-    type=NAMES,
-    default="hierarchical,absi",
-    show_default=True,
-    help="Comma-separated fusion modes.",
-)
+@FUSIONS_OPTION
 @click.option(
     "--sizes",
     default="256,320,352,416",
@@ -187,16 +190,13 @@ def _parse_hw(ctx, param, value: str | None) -> tuple[int, int] | None:
     return None if value is None else SIZES.convert(value, param, ctx)[0]
 
 
-FUSION_CHOICES = FUSION_NAMES
-
-
 @main.group()
 def export() -> None:
     """Export the network: ONNX models and TensorRT engines."""
 
 
 @export.command("onnx")
-@click.option("--fusion", type=click.Choice(FUSION_CHOICES), default="hierarchical", show_default=True)
+@FUSION_OPTION
 @click.option("--backbone", default="pvt_v2_b2", show_default=True, help="timm backbone name.")
 @click.option(
     "--weights",
@@ -222,29 +222,13 @@ def export() -> None:
     "still checked against the original model.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
-def export_onnx_cmd(
-    fusion, backbone, weights, scales, output, opset, static, features, simplify, rewrite, force
-) -> None:
+def export_onnx_cmd(**options) -> None:
     """Export the network to ONNX (dynamic batch, height and width), verified against PyTorch with
     ONNX Runtime at several sizes before anything is written."""
     from export.onnx_export import ExportOptions
     from msdeploy.commands.export_cmds import run_export_onnx
 
-    run_export_onnx(
-        ExportOptions(
-            fusion=fusion,
-            backbone=backbone,
-            scales=scales,
-            weights=weights,
-            output=output,
-            opset=opset,
-            static=static,
-            features=features,
-            simplify=simplify,
-            rewrite=rewrite,
-            force=force,
-        )
-    )
+    run_export_onnx(ExportOptions(**options))
 
 
 def _parse_shape(ctx, param, value: str | None) -> tuple[int, ...] | None:
@@ -388,23 +372,7 @@ def export_engine_cmd(model: Path, **options) -> None:
 )
 @click.option("--wheel/--no-wheel", default=True, show_default=True, help="Include the project wheel.")
 @click.option("--force", is_flag=True, help="Replace an output folder that is not empty.")
-def export_bundle_cmd(
-    model,
-    output,
-    precisions,
-    engine_precision,
-    calib_data,
-    calib_count,
-    method,
-    weights,
-    batches,
-    max_size,
-    board,
-    workspace,
-    dla_core,
-    wheel,
-    force,
-) -> None:
+def export_bundle_cmd(precisions, engine_precision, workspace, **options) -> None:
     """One folder to copy to a Jetson or server: MODEL (an FP32 ONNX from `export onnx`) with FP16/INT8
     variants, metadata, calibration cache, the project wheel, a README for the board and
     build_engine.sh, the one command that builds the engine there (engines are not portable)."""
@@ -413,25 +381,11 @@ def export_bundle_cmd(
 
     if workspace is not None:
         _parse_bytes(None, None, workspace)  # a bad size fails here, not on the board
-    chosen = precisions or (PRECISIONS if calib_data else PRECISIONS[:2])
+    chosen = precisions or (PRECISIONS if options["calib_data"] else PRECISIONS[:2])
+    engine_precision = engine_precision or ("fp16" if "fp16" in chosen else "fp32")
     run_bundle(
         BundleOptions(
-            model=Path(model),
-            output=Path(output),
-            precisions=chosen,
-            engine_precision=engine_precision or ("fp16" if "fp16" in chosen else "fp32"),
-            calib_data=Path(calib_data) if calib_data else None,
-            calib_count=calib_count,
-            method=method,
-            weights=Path(weights) if weights else None,
-            batches=batches,
-            max_size=max_size,
-            workspace=workspace,
-            board=board,
-            dla_core=dla_core,
-            wheel=wheel,
-            command=invocation(),
-            force=force,
+            precisions=chosen, engine_precision=engine_precision, workspace=workspace, command=invocation(), **options
         )
     )
 
@@ -455,7 +409,7 @@ def export_bundle_cmd(
 @click.option("--instances", type=int, default=1, show_default=True, help="Model instances (instance_group count).")
 @click.option(
     "--kind",
-    type=click.Choice(("auto", "gpu", "cpu")),
+    type=click.Choice(INSTANCE_KINDS),
     default="auto",
     show_default=True,
     help="Instance kind; auto: cpu for a Python-backend ONNX model, else gpu.",
@@ -477,22 +431,7 @@ def export_bundle_cmd(
 @click.option("--threads", type=int, help="Python backend: ONNX Runtime threads per instance.")
 @click.option("--threshold", type=float, default=0.5, show_default=True, help="Python backend: mask threshold.")
 @click.option("--force", is_flag=True, help="Replace a model of the same name in the repository.")
-def export_triton_cmd(
-    model,
-    repository,
-    name,
-    backend,
-    max_batch_size,
-    instances,
-    kind,
-    dynamic_batching,
-    queue_delay_us,
-    python_env,
-    server_python,
-    threads,
-    threshold,
-    force,
-) -> None:
+def export_triton_cmd(**options) -> None:
     """Add MODEL (an .onnx or TensorRT .engine of ours) to a Triton model repository: config.pbtxt
     (inputs and outputs from the model's metadata, checked against Triton's schema) and version 1.
 
@@ -503,24 +442,7 @@ def export_triton_cmd(
     from msdeploy.commands.export_cmds import run_export_triton
     from serving.model_repository import TritonOptions
 
-    run_export_triton(
-        TritonOptions(
-            model=Path(model),
-            repository=Path(repository),
-            name=name,
-            max_batch_size=max_batch_size,
-            instances=instances,
-            kind=kind,
-            dynamic_batching=dynamic_batching,
-            queue_delay_us=queue_delay_us,
-            backend=backend,
-            python_env=Path(python_env) if python_env else None,
-            server_python=server_python,
-            threads=threads,
-            threshold=threshold,
-            force=force,
-        )
-    )
+    run_export_triton(TritonOptions(**options))
 
 
 @main.command()
@@ -555,12 +477,12 @@ def serve(repository, http_port, grpc_port, host, timeout, log_file, log_verbose
     from serving.server import ServerOptions
 
     options = ServerOptions(
-        Path(repository),
+        repository,
         host=host,
         http_port=http_port,
         grpc_port=grpc_port,
         startup_timeout_s=timeout,
-        log_file=Path(log_file) if log_file else None,
+        log_file=log_file,
         log_verbose=log_verbose,
     )
     sys.exit(run_serve(options))
@@ -661,52 +583,18 @@ def parity(model, sizes, batches, weights, as_json) -> None:
     "--weights", type=click.Path(dir_okay=False, path_type=Path), help="FP16: the checkpoint MODEL was exported from."
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
-def quantize(
-    model,
-    precision,
-    calib_data,
-    method,
-    calib_count,
-    seed,
-    size,
-    exclude,
-    quantize_attention,
-    target,
-    high_precision,
-    calib_cache,
-    recalibrate,
-    output,
-    weights,
-    force,
-) -> None:
+def quantize(precision, exclude, high_precision, weights, **options) -> None:
     """Write a lower-precision ONNX model (FP32 inputs and outputs), checked before it is written:
     FP16 against PyTorch, INT8 against the FP32 model on calibration images. TensorRT and ONNX
     Runtime run the precision the graph carries."""
     from msdeploy.commands.precision_cmds import run_quantize_fp16, run_quantize_int8
 
     if precision == "fp16":
-        run_quantize_fp16(model, output, weights, force)
+        run_quantize_fp16(options["model"], options["output"], weights, options["force"])
         return
     from calibration.quantize import Int8Options
 
-    run_quantize_int8(
-        Int8Options(
-            model=Path(model),
-            calib_data=Path(calib_data) if calib_data else None,
-            method=method,
-            target=target,
-            calib_count=calib_count,
-            seed=seed,
-            size=size,
-            exclude=tuple(exclude),
-            quantize_attention=quantize_attention,
-            float_precision=high_precision,
-            output=Path(output) if output else None,
-            calib_cache=Path(calib_cache) if calib_cache else None,
-            recalibrate=recalibrate,
-            force=force,
-        )
-    )
+    run_quantize_int8(Int8Options(exclude=tuple(exclude), float_precision=high_precision, **options))
 
 
 @main.command()
@@ -809,7 +697,7 @@ def _parse_pixels(ctx, param, value: str | None) -> int | None:
     help="Larger images are decoded at 1/2-1/8 scale (JPEG) or skipped, so memory stays bounded; 'none' lifts it.",
 )
 @click.option("--force", is_flag=True, help="Write into an output folder that is not empty.")
-def infer(model, inputs, output, threshold, size, backend, threads, soft, overlay, max_pixels, force) -> None:
+def infer(inputs, **options) -> None:
     """Turn images into masks: for every image in INPUTS (files or folders, searched recursively)
     write NAME_mask.png and NAME_overlay.png at the image's own size, and summary.json. MODEL is an
     exported .onnx or a TensorRT .engine; preprocessing follows its metadata. Unreadable files are
@@ -817,21 +705,7 @@ def infer(model, inputs, output, threshold, size, backend, threads, soft, overla
     from msdeploy.commands.infer import run_infer_command
     from runtime.inference_job import InferOptions
 
-    code = run_infer_command(
-        InferOptions(
-            model=Path(model),
-            inputs=[Path(i) for i in inputs],
-            output=Path(output),
-            threshold=threshold,
-            size=size,
-            backend=backend,
-            threads=threads,
-            soft=soft,
-            overlay=overlay,
-            max_pixels=max_pixels,
-            force=force,
-        )
-    )
+    code = run_infer_command(InferOptions(inputs=list(inputs), **options))
     if code:
         raise SystemExit(code)
 
@@ -864,7 +738,7 @@ def data_synth(folder, count, size, seed, force) -> None:
 
 
 @main.command("train-demo")
-@click.option("--fusion", type=click.Choice(FUSION_CHOICES), default="hierarchical", show_default=True)
+@FUSION_OPTION
 @click.option("--steps", type=int, default=600, show_default=True, help="Optimizer steps.")
 @click.option("--batch", type=int, default=8, show_default=True, help="Images per step.")
 @click.option("--lr", type=float, default=6e-4, show_default=True, help="Peak learning rate (AdamW, cosine decay).")
@@ -892,9 +766,7 @@ def train_demo_cmd(fusion, steps, batch, lr, init_from, held_out, seed, output, 
 
 @main.command()
 @click.option("--gpu", is_flag=True, required=True, help="Verify the TensorRT path (needs TensorRT and a GPU).")
-@click.option(
-    "--fusion", "fusions", type=NAMES, default="hierarchical,absi", show_default=True, help="Comma-separated."
-)
+@FUSIONS_OPTION
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), default="selftest-work", show_default=True)
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path), default="docs/results", show_default=True)
 @click.option("--iters", type=int, default=200, show_default=True, help="Timed runs per engine.")
@@ -933,14 +805,7 @@ def selftest(gpu, fusions, work, output, iters, cuda_graphs) -> None:
     show_default=True,
     help=f"Comma-separated: {', '.join(PRECISIONS)}.",
 )
-@click.option(
-    "--fusion",
-    "fusions",
-    type=NAMES,
-    default="hierarchical,absi",
-    show_default=True,
-    help="Comma-separated fusion modes.",
-)
+@FUSIONS_OPTION
 @click.option("--sizes", type=INTS, default="256,320,352,416", show_default=True, help="Square input sides.")
 @click.option("--batch", "batches", type=INTS, default="1", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--backbone", default="pvt_v2_b2", show_default=True, help="timm backbone (with --models: filter).")
@@ -973,49 +838,15 @@ def selftest(gpu, fusions, work, output, iters, cuda_graphs) -> None:
 )
 @click.option("--detail", is_flag=True, help="Also print every statistic of every measurement.")
 @click.option("--force", is_flag=True, help="Overwrite an existing report in --output.")
-def bench(
-    backends,
-    precisions,
-    fusions,
-    sizes,
-    batches,
-    backbone,
-    weights,
-    models,
-    work,
-    warmup,
-    iters,
-    min_time,
-    threads,
-    tables,
-    output,
-    detail,
-    force,
-) -> None:
+def bench(output, detail, force, iters, **options) -> None:
     """Latency tables across input sizes for every backend and precision that runs here, with the
     speed-up against PyTorch eager from the same interleaved run, plus the guide's integration,
     memory, parameter and complexity tables."""
     from bench.run import BenchOptions
     from msdeploy.commands.bench import run_bench_command
 
-    options = BenchOptions(
-        backends=backends,
-        precisions=precisions,
-        fusions=fusions,
-        sizes=sizes,
-        batches=batches,
-        backbone=backbone,
-        weights=weights,
-        models=models,
-        work=work,
-        warmup=warmup,
-        iterations=iters,
-        min_time=min_time,
-        threads=threads,
-        tables=tables,
-        command=invocation(),
-    )
-    run_bench_command(options, Path(output) if output else None, detail, force=force)
+    bench_options = BenchOptions(iterations=iters, command=invocation(), **options)
+    run_bench_command(bench_options, output, detail, force=force)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ PyTorch backends rebuild the network a model file was exported from; they are op
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -66,25 +65,12 @@ def expand_backends(names: Sequence[str]) -> list[str]:
 
 
 def backend_unavailable(name: str) -> str | None:
-    """Why a backend cannot run on this machine at all, or None."""
-    spec = backend(name)
-    if spec.family == "torch":
-        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("timm") is None:
-            return "PyTorch is not installed here (runtime-only install)"
-        return None
+    """Why a backend cannot run on this machine at all, or None (runtime.environment checks)."""
     from runtime.environment import collect_environment
 
-    env = {b.name: b for b in collect_environment().backends}
-    if spec.family == "onnxruntime":
-        if not env["onnxruntime"].available:
-            return env["onnxruntime"].detail
-        import onnxruntime as ort
-
-        missing = [p for p in spec.providers[:1] if p not in ort.get_available_providers()]
-        if missing:
-            return f"onnxruntime has no {missing[0]} here (needs onnxruntime-gpu and a GPU)"
-        return None
-    return None if env["tensorrt"].available else f"TensorRT cannot run here: {env['tensorrt'].detail}"
+    backend(name)
+    found = next(b for b in collect_environment().backends if b.name == name)
+    return None if found.available else f"{name} cannot run here: {found.detail}"
 
 
 def load(path: str | Path, **options) -> Runner:
@@ -132,7 +118,7 @@ def open_runner(
     probe = check and (spec.device == "cuda" or spec.family == "torch")
     reason = backend_unavailable(backend_name) if probe else None
     if reason:
-        raise UserError(f"backend {backend_name} cannot run here: {reason}")
+        raise UserError(reason)
     if spec.family == "tensorrt":
         return load(path)
     if spec.family == "onnxruntime":

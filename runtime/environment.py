@@ -90,39 +90,42 @@ class Environment:
         return asdict(self)
 
 
-def _onnxruntime_backend() -> Backend:
-    if importlib.util.find_spec("onnxruntime") is None:
-        return Backend("onnxruntime", False, "not installed (pip install onnxruntime)")
-    import onnxruntime as ort
-
-    return Backend("onnxruntime", True, "providers: " + ", ".join(ort.get_available_providers()))
-
-
 def _backends(gpus: list[str]) -> list[Backend]:
-    torch_ok = importlib.util.find_spec("torch") is not None
-    backends = [
-        Backend("torch-cpu", torch_ok, "PyTorch eager" if torch_ok else "torch not installed (extra [export])"),
-        Backend(
-            "torch-cuda",
-            torch_ok and bool(gpus),
-            "PyTorch eager on the GPU" if torch_ok and gpus else "needs torch and an NVIDIA GPU",
-        ),
-        _onnxruntime_backend(),
-    ]
-    # one runner for the engines of both NVIDIA builders; TensorRT-RTX also builds without a GPU
+    """Whether each backend of the vocabulary (runtime.backends.BACKENDS) can run here, and why not."""
+    from runtime.backends import BACKENDS
     from runtime.tensorrt_common import TARGETS
 
+    torch_ok = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("timm") is not None
+    providers: list[str] = []
+    if importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime as ort
+
+        providers = ort.get_available_providers()
+    # one runner for the engines of both NVIDIA builders; TensorRT-RTX also builds without a GPU
     builders = {t.name: package_version(t.distribution) for t in TARGETS.values()}
-    installed = [f"{name} {version}" for name, version in builders.items() if version]
-    if not installed:
-        detail = "not installed (JetPack ships TensorRT; desktop: extra [gpu]; RTX GPUs: extra [tensorrt-rtx])"
-    elif not gpus:
-        rtx = " (TensorRT-RTX builds engines here without one)" if builders["tensorrt-rtx"] else ""
-        detail = f"{', '.join(installed)} installed, but no NVIDIA GPU found to run engines{rtx}"
-    else:
-        detail = ", ".join(installed)
-    backends.append(Backend("tensorrt", bool(installed) and bool(gpus), detail))
-    return backends
+    installed = ", ".join(f"{name} {version}" for name, version in builders.items() if version)
+    rtx = " (TensorRT-RTX builds engines here without one)" if builders["tensorrt-rtx"] else ""
+    why_not = {
+        "torch": None if torch_ok else "PyTorch is not installed here (runtime-only install; extra [export])",
+        "onnxruntime": None if providers else "onnxruntime is not installed (pip install onnxruntime)",
+        "tensorrt": None
+        if installed
+        else "not installed (JetPack ships TensorRT; desktop: extra [gpu]; RTX GPUs: extra [tensorrt-rtx])",
+    }
+    out = []
+    for name, spec in BACKENDS.items():
+        reason = why_not[spec.family]
+        if reason is None and spec.family == "onnxruntime" and spec.providers[0] not in providers:
+            reason = f"onnxruntime has no {spec.providers[0]} here (needs onnxruntime-gpu and a GPU)"
+        if reason is None and spec.device == "cuda" and not gpus:
+            reason = (
+                f"{installed} installed, but no NVIDIA GPU found{rtx}"
+                if spec.family == "tensorrt"
+                else "no NVIDIA GPU found"
+            )
+        detail = {"torch": "PyTorch eager", "onnxruntime": "providers: " + ", ".join(providers), "tensorrt": installed}
+        out.append(Backend(name, reason is None, reason or detail[spec.family]))
+    return out
 
 
 @lru_cache(maxsize=1)

@@ -62,11 +62,11 @@ def _onnxruntime_probe(argv: Sequence[str]) -> None:
     """`python -m runtime.memory MODEL BATCH HEIGHT WIDTH [THREADS]`: one ONNX Runtime inference."""
     import numpy as np
 
-    import runtime
+    from runtime.backends import open_runner
 
     path, batch, height, width = argv[0], *map(int, argv[1:4])
     threads = int(argv[4]) if len(argv) > 4 and int(argv[4]) > 0 else None
-    runner = runtime.load(path, threads=threads, providers=["CPUExecutionProvider"])
+    runner = open_runner(path, "onnxruntime-cpu", threads=threads)
     x = np.zeros((batch, 3, height, width), np.float32)
     print(json.dumps(peak_during(lambda: runner.infer(x))))
 

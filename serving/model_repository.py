@@ -30,6 +30,7 @@ PLATFORMS = {".onnx": ("onnxruntime_onnx", "model.onnx"), ".engine": ("tensorrt_
 PLATFORMS[".plan"] = PLATFORMS[".engine"]
 DEFAULT_QUEUE_DELAY_US = 100  # how long the scheduler may hold a request to form a batch
 BACKENDS = ("native", "python")
+INSTANCE_KINDS = ("auto", "gpu", "cpu")  # auto: gpu, except a Python-backend ONNX model
 PYTHON_MODEL = """\
 # Written by `msdeploy export triton --backend python`: Triton's Python backend loads this file;
 # the model itself (decode, preprocess, network, masks) lives in serving.triton_python_model.
@@ -167,8 +168,8 @@ def _check(options: TritonOptions, meta: ModelMetadata, side: dict) -> None:
         raise UserError(f"{options.model}: Triton serves .onnx and .engine/.plan files; got {options.model.suffix!r}")
     if options.max_batch_size < 0 or options.instances < 1:
         raise UserError("--max-batch-size must be >= 0 and --instances >= 1")
-    if options.kind not in ("auto", "gpu", "cpu"):
-        raise UserError(f"--kind must be auto, gpu or cpu, got {options.kind!r}")
+    if options.kind not in INSTANCE_KINDS:
+        raise UserError(f"--kind must be one of {', '.join(INSTANCE_KINDS)}, got {options.kind!r}")
     if options.backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {options.backend!r}")
     if options.backend == "python":

@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-SMALL_BACKBONE = "pvt_v2_b0"
+from tests.helpers import EXPORT_WEIGHTS, EXPORTED_FUSIONS, SMALL_BACKBONE, copy_model  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -24,39 +24,6 @@ def small_backbone():
     from models import create_backbone
 
     return create_backbone(SMALL_BACKBONE)
-
-
-def make_processor(fusion: str = "hierarchical", scales=(0.5, 1.0, 1.5), backbone=None, **kwargs):
-    from models import MultiScaleInputProcessor, create_backbone
-
-    bb = backbone if backbone is not None else create_backbone(SMALL_BACKBONE)
-    return MultiScaleInputProcessor(bb, bb.channels, scales, fusion=fusion, **kwargs)
-
-
-def randomize_bn(module) -> None:
-    """Give BatchNorm layers non-trivial running statistics so eval-mode comparisons mean something."""
-    for m in module.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-
-
-def copy_model(source: Path, target: Path) -> Path:
-    """A model file and its `.json` sidecar, copied together (tests that write beside a model)."""
-    import shutil
-
-    for suffix in ("", ".json"):
-        shutil.copy(str(source) + suffix, str(target) + suffix)
-    return target
-
-
-EXPORTED_FUSIONS = ("hierarchical", "absi")
-# hierarchical carries the packaged demo checkpoint (real masks, and the export-from-weights path);
-# absi is random-init seed 0 (the path without weights)
-DEMO_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / f"{SMALL_BACKBONE}_hierarchical.safetensors"
-EXPORT_WEIGHTS: dict[str, Path | None] = {"hierarchical": DEMO_WEIGHTS, "absi": None}
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 It mimics the API surface that export/tensorrt_build.py and runtime/tensorrt_backend.py use, with the
 feature sets of TensorRT 10 (weak-typing flags and the implicit INT8 calibrator present), 11 (both
 removed) and TensorRT-RTX (`rtx=True`: compute-capability targets, a runtime cache; the builder
-itself is tested for real in tests/test_tensorrt_rtx.py, the fake covers running its engines, which
+itself is tested for real in tests/export/test_tensorrt_rtx.py, the fake covers running its engines, which
 needs a GPU). Every call is recorded. "Engines" are JSON that name the ONNX file; the fake execution
 context runs that ONNX with ONNX Runtime on bytes in fake device memory, so address binding, buffer
 growth, copies and CUDA-graph replay are exercised for real. None of this says TensorRT works.

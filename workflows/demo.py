@@ -89,7 +89,7 @@ def shape_tables(backbone: str, fusions: Sequence[str], sizes: Sequence[int]) ->
 
 def demo_weights(backbone: str, fusion: str) -> str | None:
     """The packaged demo checkpoint (trained masks) where one exists for this backbone and fusion."""
-    from models.demo_training import DEMO_BACKBONE, WEIGHTS_DIR
+    from models.demo_weights import DEMO_BACKBONE, WEIGHTS_DIR
 
     path = WEIGHTS_DIR / f"{backbone}_{fusion}.safetensors"
     return str(path) if backbone == DEMO_BACKBONE and path.exists() else None
@@ -144,7 +144,7 @@ def demo_masks(options: DemoOptions, say: Callable[[str], None]) -> tuple[Table,
     """Masks and overlays for a few held-out synthetic images with each exported model (what
     `msdeploy infer` writes), and one preview sheet: image, true mask, then each model's overlay."""
     from calibration.synthetic import make_sample
-    from models.demo_training import HELD_OUT_SEED
+    from models.demo_weights import HELD_OUT_SEED
     from runtime.files import write_bytes_atomic
     from runtime.inference_job import InferOptions, run_inference
     from runtime.postprocess import encode_png

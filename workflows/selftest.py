@@ -100,7 +100,7 @@ def mask_agreement(runner, net, sizes=MASK_IMAGE_SIZES) -> float:
     from calibration.metrics import mask_iou
     from calibration.synthetic import make_sample
     from export.parity import reference_probability
-    from models.demo_training import HELD_OUT_SEED
+    from models.demo_weights import HELD_OUT_SEED
     from runtime import Predictor
 
     predictor = Predictor(runner)
@@ -145,10 +145,9 @@ def run_selftest(
     from calibration.synthetic import synthetic_calibration_images
     from export.tensorrt_build import EngineOptions, build_engine
     from export.variants import Int8Settings, export_fp32, make_variants
-    from models import build_model
-    from models.demo_training import DEMO_BACKBONE as SELFTEST_BACKBONE
-    from models.demo_training import demo_checkpoint
-    from models.runner import TorchRunner
+    from models.demo_weights import DEMO_BACKBONE as SELFTEST_BACKBONE
+    from models.demo_weights import demo_checkpoint
+    from runtime.backends import open_runner
     from runtime.compare import run_parity
     from runtime.environment import stamp
     from runtime.files import write_bytes_atomic, write_json_atomic
@@ -165,8 +164,7 @@ def run_selftest(
         int8_settings = Int8Settings(calib_data=calib)
         made = make_variants(fp32, ("fp16", "int8"), weights=weights, int8=int8_settings, say=say)
         fp16, int8 = made["fp16"], made["int8"]
-        net = build_model(SELFTEST_BACKBONE, fusion, weights=weights, exportable=True)
-        reference = TorchRunner(net)
+        reference = open_runner(fp32, "torch-cpu", weights=weights)  # the network fp32 was exported from
         for trt in modules:
             features = TensorRTFeatures.detect(trt)
             # TensorRT-RTX: for this GPU where it builds for it; otherwise its default set, built, not run
@@ -189,10 +187,10 @@ def run_selftest(
                     say(f"{features.name} does not build for {device.name}: built, not run")
                     rows.append(SelftestRow(*row, False, *[None] * 5, built.seconds, ran=False))
                     continue
-                runner = TensorRTRunner(str(built.path), cuda_graphs=cuda_graphs, trt=trt)
-                report = run_parity(runner, reference, SHAPES, precision=variant.tolerance)
-                mask_iou = mask_agreement(runner, net)
-                gpu_ms, wall_ms = _time_engine(runner, iterations, warmup=10)
+                with TensorRTRunner(str(built.path), cuda_graphs=cuda_graphs, trt=trt) as runner:
+                    report = run_parity(runner, reference, SHAPES, precision=variant.tolerance)
+                    mask_iou = mask_agreement(runner, reference.module)
+                    gpu_ms, wall_ms = _time_engine(runner, iterations, warmup=10)
                 rows.append(
                     SelftestRow(
                         *row,
@@ -205,7 +203,6 @@ def run_selftest(
                         built.seconds,
                     )
                 )
-                runner.close()
     header = [
         "builder",
         "fusion",

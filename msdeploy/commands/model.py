@@ -40,8 +40,8 @@ def run_demo_command(options) -> bool:
 
 
 def run_train_demo(fusion, steps, batch, lr, init_from, held_out, seed, output, force) -> None:
-    from models.demo_training import TrainConfig, train_demo
     from msdeploy.output import progress_bar
+    from workflows.train_demo import TrainConfig, train_demo
 
     cfg = TrainConfig(fusion=fusion, steps=steps, batch=batch, lr=lr, init_from=init_from, held_out=held_out, seed=seed)
     with progress_bar(f"training {cfg.backbone} {fusion}", steps) as update:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 from msdeploy.commands.export_cmds import show_parity
-from msdeploy.output import console, print_markdown_table, progress_bar, progress_status
+from msdeploy.output import console, print_markdown_table, progress_status
 
 
 def run_quantize_fp16(model: str, output, weights, force: bool) -> None:
@@ -54,53 +52,28 @@ def show_accuracy(report) -> None:
         console.print(f"[yellow]skipped[/] {path}: {reason}")
 
 
-def run_accuracy(
-    models: Sequence[str],
-    data,
-    size,
-    count,
-    methods: Sequence[str],
-    calib_data,
-    target: str,
-    sensitivity: int,
-    report_path,
-    force: bool,
-    command: str,
-) -> None:
+def run_accuracy(models, data, size, count, methods, calib_data, target, sensitivity, report_path, force, command):
     from dataclasses import asdict
 
-    from calibration.accuracy import evaluate_models, list_labelled, quantization_sensitivity
-    from calibration.quantize import Int8Options
-    from runtime.errors import UserError
+    from calibration.accuracy import accuracy_report
+    from calibration.quantize import quantize_int8
     from runtime.files import check_output_path, write_bytes_atomic, write_json_atomic
 
-    if methods and not calib_data:
-        raise UserError("--methods needs --calib-data DIR (the images to calibrate on)")
     if report_path:
-        check_output_path(report_path, force)
-    with tempfile.TemporaryDirectory(prefix="msdeploy-accuracy-") as tmp:
-        paths, names = [Path(m) for m in models], [None] * len(models)
-        for method in methods:
-            out = Path(tmp) / f"int8-{method}.onnx"
-            result = quantize_with_progress(
-                Int8Options(model=paths[0], calib_data=Path(calib_data), method=method, target=target, output=out)
-            )
-            paths.append(result.path)
-            names.append(f"int8 ({method}, {target})" + (" [cache reused]" if result.cache_reused else ""))
-        with progress_bar("evaluating", len(list_labelled(data, count))) as update:
-            report = evaluate_models(paths, data, size=size, count=count, progress=lambda i, n: update(i))
-        for v, name in zip(report.variants, names):
-            if name:
-                v.name = name
-        int8 = [v for v in report.variants if v.precision == "int8"]
-        if sensitivity and int8:
-            import runtime
-            from calibration.data import load_calibration_set
-
-            meta = runtime.load(paths[0]).require_metadata()
-            feeds = load_calibration_set(Path(data) / "images", meta, count=4, size=report.size).feeds
-            report.sensitivity = quantization_sensitivity(paths[0], int8[0].path, feeds, sensitivity)
-            report.sensitivity_model = int8[0].name
+        check_output_path(report_path, force)  # before minutes of work, not after
+    with progress_status("accuracy") as say:  # one live display for quantizing and evaluating
+        report = accuracy_report(
+            models,
+            data,
+            size=size,
+            count=count,
+            methods=methods,
+            calib_data=calib_data,
+            target=target,
+            sensitivity=sensitivity,
+            quantize=lambda options: quantize_int8(options, progress=say),
+            progress=lambda i, n: say(f"evaluating: image {i}/{n}"),
+        )
     show_accuracy(report)
     if report_path:
         write_bytes_atomic(report_path, report.markdown(command).encode())

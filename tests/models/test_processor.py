@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models import MultiScaleInputProcessor, create_backbone
-from tests.conftest import make_processor
+from tests.helpers import make_processor
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 INT8 in the TensorRT Q/DQ layout) of both fusion modes is compiled with the default dynamic profile,
 plus a batch profile, a fixed (DLA-shaped) profile and compute-capability targets; the parser's and
 our own refusals are checked to name the problem and write nothing. Running an engine needs an RTX
-GPU: that part is covered by the recording fake (tests/test_tensorrt_fake.py) and the GPU self-test.
+GPU: that part is covered by the recording fake (tests/export/test_tensorrt_fake.py) and the GPU self-test.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ import pytest
 
 from runtime.errors import UserError
 from runtime.metadata import sidecar_path
-from tests.conftest import EXPORT_WEIGHTS, EXPORTED_FUSIONS, copy_model
+from tests.helpers import EXPORT_WEIGHTS, EXPORTED_FUSIONS, ROOT, copy_model
 
 trt = pytest.importorskip("tensorrt_rtx", reason="NVIDIA's TensorRT-RTX (tensorrt-rtx-cu12, [dev]) is not installed")
 
-ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_SIZE = (96, 96)
 
@@ -301,7 +300,7 @@ def test_every_runner_call_exists_in_the_real_bindings():
 
 def test_running_an_rtx_engine_without_a_gpu_is_refused_clearly(builds):
     import runtime
-    from tests.test_tensorrt_lean import _gpu_visible
+    from tests.runtime.test_tensorrt_lean import _gpu_visible
 
     if _gpu_visible():
         pytest.skip("a GPU is visible: `msdeploy selftest --gpu` runs the engine there")

@@ -25,8 +25,8 @@ from runtime.metadata import ModelMetadata, sidecar_path
 from runtime.predict import Predictor
 from runtime.tensorrt_backend import TensorRTRunner
 from runtime.tensorrt_common import TensorRTFeatures
-from tests.conftest import copy_model
 from tests.fake_tensorrt import FakeCuda, make_fake_tensorrt
+from tests.helpers import copy_model
 
 TRT10 = TensorRTFeatures("10.3.0", strongly_typed=True, weak_fp16=True, implicit_int8=True)
 TRT11 = TensorRTFeatures("11.0.0", strongly_typed=True, weak_fp16=False, implicit_int8=False)
@@ -198,7 +198,7 @@ def test_dla_needs_a_core_and_low_precision_and_falls_back_to_gpu(model):
 
 def test_a_builder_that_logs_an_error_as_it_starts_is_refused_before_use(model):
     """TensorRT 11's objects may come back half made, with the reason only in the log (see
-    tests/test_tensorrt_lean.py for the real runtime); nothing is called on them."""
+    tests/runtime/test_tensorrt_lean.py for the real runtime); nothing is called on them."""
     trt, cuda = fakes("11.4.1", legacy=False)
     made = []
 
@@ -364,7 +364,7 @@ def test_selftest_checks_the_legacy_builds_only_where_tensorrt_has_them(tmp_path
     assert len(set(outputs)) == len(outputs)  # no engine overwrites another
 
 
-# ---- TensorRT-RTX engines (the real builder: tests/test_tensorrt_rtx.py; running them needs a GPU) ----
+# ---- TensorRT-RTX engines (the real builder: tests/export/test_tensorrt_rtx.py; running them needs a GPU) ----
 
 RTX_GPU = DeviceInfo("NVIDIA GeForce RTX 4070", "8.9", 12 << 30, False)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models import build_model, load_checkpoint
-from tests.conftest import make_processor, randomize_bn
+from tests.helpers import make_processor, randomize_bn
 
 
 @pytest.fixture(scope="module")

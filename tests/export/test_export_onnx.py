@@ -24,8 +24,8 @@ from models.scaling import MultiScaleInputGenerator
 from runtime.compare import run_parity
 from runtime.errors import UserError, VerificationError
 from runtime.metadata import read_sidecar
-from tests.conftest import EXPORT_WEIGHTS
-from tests.conftest import EXPORTED_FUSIONS as FUSIONS
+from tests.helpers import EXPORT_WEIGHTS
+from tests.helpers import EXPORTED_FUSIONS as FUSIONS
 
 # 64..1024 pixels, square and not, multiples of 32 and not, batch 1..4 (the float64 reference makes
 # each pixel costly: the largest batched shape runs in the slow set)

@@ -23,6 +23,7 @@ from export.tensorrt_build import plan_build
 from runtime.errors import UserError
 from runtime.metadata import ModelMetadata, sidecar_path
 from runtime.tensorrt_common import ENGINE_FORMAT, TensorRTFeatures, dims, make_logger
+from tests.helpers import ROOT
 
 trt = pytest.importorskip(
     "tensorrt_lean", reason="the TensorRT lean runtime (tensorrt-lean-cu12, [dev]) is not installed"
@@ -96,7 +97,7 @@ def test_a_runtime_that_could_not_start_is_refused_with_tensorrt_s_reason(tmp_pa
         "model": asdict(meta),
     }
     sidecar_path(engine).write_text(json.dumps(sidecar))
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(_LOAD), str(engine)], capture_output=True, text=True, cwd=root
     )
@@ -108,6 +109,6 @@ def test_a_runtime_that_could_not_start_is_refused_with_tensorrt_s_reason(tmp_pa
 def _gpu_visible() -> bool:
     import ctypes
 
-    from tests.test_cuda_layer import LIBCUDART
+    from tests.runtime.test_cuda_layer import LIBCUDART
 
     return LIBCUDART is not None and ctypes.CDLL(str(LIBCUDART)).cudaGetDevice(ctypes.byref(ctypes.c_int())) == 0

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import ROOT
+
 STUBS = "tensorrt-stubs==10.13.0.35.1"
 CHECKED = ["export/tensorrt_build.py", "runtime/tensorrt_backend.py", "runtime/tensorrt_common.py", "runtime/cuda.py"]
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def loosen_invalid_signatures(text: str) -> tuple[str, int]:

@@ -1,4 +1,5 @@
-"""Train the small demo checkpoints (pvt_v2_b0, one per fusion mode) on synthetic camouflage data.
+"""`msdeploy train-demo`: train the small demo checkpoints (pvt_v2_b0, one per fusion mode) on synthetic
+camouflage data.
 
 No pretrained weights are reachable from every machine, so the demo network learns from scratch on
 images from `calibration.synthetic`. The second fusion mode starts from the first one's backbone,
@@ -21,29 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from calibration.metrics import SegmentationMetrics, SegmentationScores, sigmoid
-from calibration.synthetic import DEFAULT_CONTRAST, make_sample
+from calibration.synthetic import make_sample
+from models.demo_weights import DEMO_BACKBONE, DEMO_CONTRAST, HELD_OUT_SEED, HELD_OUT_SIZE, WEIGHTS_DIR
 from models.network import MultiScaleCODNet, build_model
 from models.scaling import DEFAULT_SCALES
-from runtime.errors import UserError
 from runtime.files import atomic_path, check_output_path, write_json_atomic
 from runtime.metadata import Normalization
 from runtime.preprocess import normalize
-
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEMO_BACKBONE = "pvt_v2_b0"
-HELD_OUT_SEED = 10_000  # training samples come from `seed`, held-out ones from this seed: never the same images
-HELD_OUT_SIZE = (192, 192)
-DEMO_CONTRAST = DEFAULT_CONTRAST
-
-
-def demo_checkpoint(fusion: str) -> Path:
-    """The committed demo checkpoint for a fusion mode; a clear error if it is missing."""
-    path = WEIGHTS_DIR / f"{DEMO_BACKBONE}_{fusion}.safetensors"
-    if not path.exists():
-        raise UserError(
-            f"no demo checkpoint for fusion {fusion!r} ({path}); run `msdeploy train-demo --fusion {fusion}`"
-        )
-    return path
 
 
 @dataclass

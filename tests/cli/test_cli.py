@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from msdeploy.cli import main
-from tests.conftest import copy_model
+from tests.helpers import ROOT, copy_model
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def test_help_and_version(run):
 
 def test_runs_as_a_module_from_the_source_tree(tmp_path):
     # how benchmarks/gpu_rows.sh runs it on a machine where nothing can be pip-installed
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
         [sys.executable, "-m", "msdeploy", "bench", "--help"], cwd=tmp_path, env=env, capture_output=True, text=True
@@ -48,7 +48,7 @@ def test_info_json(run):
     data = json.loads(result.output)
     assert data["packages"]["torch"] and data["python"]
     names = {b["name"]: b for b in data["backends"]}
-    assert names["onnxruntime"]["available"] and names["torch-cpu"]["available"]
+    assert names["onnxruntime-cpu"]["available"] and names["torch-cpu"]["available"]
     import torch
 
     if not torch.cuda.is_available():  # no GPU: no engine can run, whatever is installed
@@ -120,7 +120,7 @@ def test_base_cli_and_runtime_do_not_import_torch_or_onnx():
 def test_board_side_code_needs_no_newer_python_than_jetpack_6():
     """JetPack 6 has Python 3.10: the runtime, the CLI and the engine builder must not need 3.11
     (checked statically with vermin; this workplace has no 3.10 interpreter)."""
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     board_side = ("tensorrt_build.py", "bundle.py", "boards.py", "engine_report.py")
     targets = [root / "runtime", root / "msdeploy", *(root / "export" / f for f in board_side)]
     result = subprocess.run(

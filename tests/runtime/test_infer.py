@@ -21,7 +21,7 @@ from runtime import Predictor
 from runtime.errors import UserError
 from runtime.postprocess import overlay_image, probability_map
 from runtime.preprocess import ImageReadError, read_image
-from tests.conftest import EXPORT_WEIGHTS
+from tests.helpers import EXPORT_WEIGHTS
 
 
 def test_runtime_masks_match_pytorch_on_the_demo_checkpoint(exported):

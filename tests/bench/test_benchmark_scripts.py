@@ -7,11 +7,12 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPTS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
+from tests.helpers import ROOT
+
+SCRIPTS = sorted((ROOT / "benchmarks").glob("*.py"))
 
 
 def test_there_are_scripts_to_check():

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from models.demo_training import HELD_OUT_SIZE, TrainConfig, demo_checkpoint, evaluate, train_demo
+from models.demo_weights import HELD_OUT_SIZE, demo_checkpoint
 from runtime.errors import UserError
+from workflows.train_demo import TrainConfig, evaluate, train_demo
 
 
 def test_train_demo_writes_fp16_weights_and_a_log(tmp_path):

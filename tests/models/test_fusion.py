@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.fusion import FUSIONS, AttentionBasedScaleIntegration, ScaleAttention, fusion_class
-from tests.conftest import randomize_bn
+from tests.helpers import randomize_bn
 
 
 def test_scale_attention_equals_multihead_attention():

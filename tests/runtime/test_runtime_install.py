@@ -14,7 +14,7 @@ from PIL import Image
 
 from calibration.synthetic import make_sample
 from export.project_wheel import build_project_wheel
-from tests.conftest import SMALL_BACKBONE, copy_model
+from tests.helpers import SMALL_BACKBONE, copy_model
 
 NO_HEAVY_PACKAGES = (
     "import importlib.util, sys\n"
@@ -91,7 +91,7 @@ def test_runtime_only_venv_runs_inference(exported, tmp_path):
     for fusion in exported:
         assert ran[("onnxruntime-cpu", fusion)]["stats"]["median_ms"] > 0
         assert "PyTorch is not installed" in ran[("torch-cpu", fusion)]["skipped"]
-        assert ran[("tensorrt", fusion)]["skipped"].startswith("TensorRT cannot run here")
+        assert ran[("tensorrt", fusion)]["skipped"].startswith("tensorrt cannot run here")
     assert set(report["unavailable"]) == {
         "Parameter Count",
         "Computational Complexity",

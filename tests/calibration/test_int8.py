@@ -18,7 +18,7 @@ from calibration.int8 import (
 from calibration.quantize import Int8Options, quantize_int8
 from calibration.synthetic import write_dataset
 from runtime.errors import UserError
-from tests.conftest import copy_model
+from tests.helpers import copy_model
 
 SIZE = (96, 96)
 

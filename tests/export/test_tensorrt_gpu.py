@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import copy_model
+from tests.helpers import copy_model
 
 pytestmark = pytest.mark.gpu
 
