@@ -14,7 +14,7 @@ import numpy as np
 from bench.cases import Case, Target
 from runtime.backends import BACKENDS, open_runner
 from runtime.errors import UserError
-from runtime.metadata import read_model_metadata
+from runtime.metadata import ENGINE_SUFFIXES, ONNX_SUFFIXES, read_model_metadata
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ def describe_folder(folder: str | Path) -> list[ModelFile]:
     """Every model in `folder` with a readable sidecar of ours (others are ignored)."""
     found = []
     for path in sorted(Path(folder).iterdir()):
-        kind = {".onnx": "onnx", ".engine": "engine", ".plan": "engine"}.get(path.suffix)
+        kind = "onnx" if path.suffix in ONNX_SUFFIXES else "engine" if path.suffix in ENGINE_SUFFIXES else None
         if kind is None:
             continue
         try:

@@ -11,7 +11,6 @@ S-measure drop <= 0.01; FP16: max abs logit error <= 1e-2). Writes docs/results/
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from calibration.quantize import CALIBRATION_IMAGES, Int8Options, quantize_int8
 from calibration.synthetic import SYNTHETIC_CALIBRATION_SEED, synthetic_calibration_images, write_dataset
 from export.variants import export_fp32, make_variant
 from models.demo_weights import DEMO_BACKBONE, HELD_OUT_SEED, HELD_OUT_SIZE, demo_checkpoint
+from runtime.environment import script_command
 from runtime.errors import VerificationError
 from runtime.files import display_path, write_bytes_atomic, write_json_atomic
 from runtime.metadata import read_model_metadata
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BOUNDS = {"int8_mask_iou": 0.98, "int8_s_drop": 0.01, "fp16_max_abs": 1e-2}
 
 
-def build_variants(fusion: str, work: Path, calib: Path) -> tuple[list[Path], list[str], list[dict]]:
+def build_variants(fusion: str, work: Path, calib: Path, count: int) -> tuple[list[Path], list[str], list[dict]]:
     weights = demo_checkpoint(fusion)
     fp32 = export_fp32(work / f"demo_{fusion}.onnx", DEMO_BACKBONE, fusion, weights, say=print)
     fp16 = make_variant(fp32, "fp16", weights=weights, say=print).path
@@ -44,6 +44,7 @@ def build_variants(fusion: str, work: Path, calib: Path) -> tuple[list[Path], li
                 Int8Options(
                     model=fp32,
                     calib_data=calib,
+                    calib_count=count,
                     method=method,
                     target=target,
                     size=HELD_OUT_SIZE,
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=ROOT / ".bench-accuracy")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args(argv)
-    command = " ".join(["python", "benchmarks/bench_accuracy.py", *(sys.argv[1:] if argv is None else argv)])
+    command = script_command(__file__, argv)
     args.work.mkdir(parents=True, exist_ok=True)
     held_out, calib = args.work / "held-out", args.work / "calib"
     if not held_out.exists():
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
 
     for fusion in (f.strip() for f in args.fusions.split(",") if f.strip()):
         print(f"== {fusion}", flush=True)
-        paths, names, refused = build_variants(fusion, args.work, calib_images)
+        paths, names, refused = build_variants(fusion, args.work, calib_images, args.calib_count)
         report = evaluate_models(paths, held_out, size=HELD_OUT_SIZE, names=names)
         report.data = display_path(report.data)
         meta, _ = read_model_metadata(paths[0])

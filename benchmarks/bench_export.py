@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from runtime.environment import collect_environment
+from runtime.environment import collect_environment, script_command
 from runtime.files import write_bytes_atomic, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--iters", type=int, default=15)
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args(argv)
-    command = " ".join([Path(sys.executable).name, *sys.argv])
+    command = script_command(__file__, argv)
     fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
 
     with tempfile.TemporaryDirectory() as tmp:

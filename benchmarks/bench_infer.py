@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,7 @@ from export.variants import Int8Settings, export_fp32, make_variant
 from models import build_model
 from models.demo_weights import DEMO_BACKBONE, HELD_OUT_SEED, demo_checkpoint
 from runtime import Predictor
-from runtime.environment import collect_environment, stamp
+from runtime.environment import collect_environment, script_command, stamp
 from runtime.files import write_bytes_atomic, write_json_atomic
 from runtime.tables import Table
 
@@ -164,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=ROOT / ".bench-infer")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args(argv)
-    command = " ".join(["python", "benchmarks/bench_infer.py", *sys.argv[1:]])
+    command = script_command(__file__, argv)
     args.work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
     rows = []

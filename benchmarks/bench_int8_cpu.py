@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.quantize import CALIBRATION_IMAGES
-from runtime.environment import stamp
+from runtime.environment import script_command, stamp
 from runtime.files import write_bytes_atomic, write_json_atomic
 from runtime.timing import time_interleaved
 
@@ -117,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=ROOT / ".bench-int8")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args(argv)
-    command = " ".join(["python", "benchmarks/bench_int8_cpu.py", *sys.argv[1:]])
+    command = script_command(__file__, argv)
 
     import runtime
 

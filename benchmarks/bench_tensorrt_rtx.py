@@ -18,11 +18,10 @@ Models are random-init (the builder's choices do not depend on the weights) and 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from export.boards import format_bytes
-from runtime.environment import stamp
+from runtime.environment import script_command, stamp
 from runtime.files import write_bytes_atomic, write_json_atomic
 from runtime.tables import Table
 
@@ -194,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--parts", default="builds,memory", help="builds: the per-precision table; memory: the sweep")
     args = parser.parse_args(argv)
-    command = " ".join(["python", "benchmarks/bench_tensorrt_rtx.py", *sys.argv[1:]])
+    command = script_command(__file__, argv)
     parts = {p.strip() for p in args.parts.split(",")}
 
     from calibration.synthetic import synthetic_calibration_images

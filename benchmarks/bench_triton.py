@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -32,7 +31,7 @@ from PIL import Image
 from calibration.synthetic import make_sample
 from models.demo_weights import HELD_OUT_SEED
 from runtime import Predictor
-from runtime.environment import collect_environment, stamp
+from runtime.environment import collect_environment, script_command, stamp
 from runtime.errors import UserError
 from runtime.files import write_bytes_atomic, write_json_atomic
 from runtime.metadata import read_sidecar
@@ -198,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads of the served model")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args(argv)
-    command = " ".join(["python", "benchmarks/bench_triton.py", *sys.argv[1:]])
+    command = script_command(__file__, argv)
     side = read_sidecar(args.model) if args.model.exists() else None
     if not side or side.get("weights", {}).get("source") != "file":
         raise SystemExit(f"{args.model} is missing or not exported from a checkpoint; run `msdeploy demo` first")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.metrics import SegmentationMetrics, mask_iou, sigmoid
+from runtime.compare import cosine_similarity
 from runtime.errors import UserError
 from runtime.files import display_path
 from runtime.preprocess import IMAGE_SUFFIXES, ImageReadError, load_rgb, preprocess, resize_rgb
@@ -225,9 +226,7 @@ def evaluate_models(
         for j, lg in enumerate(logits):
             s = stats[j]
             s["max_abs"].append(float(np.abs(lg - ref).max()))
-            s["cos"].append(
-                float(np.dot(lg.ravel(), ref.ravel()) / max(np.linalg.norm(lg) * np.linalg.norm(ref), 1e-30))
-            )
+            s["cos"].append(cosine_similarity(lg, ref))
             s["sqnr"].append(sqnr_db(ref, lg))
             prob = sigmoid(lg)
             s["iou"].append(mask_iou(prob >= 0.5, ref_mask))
@@ -236,6 +235,8 @@ def evaluate_models(
         done += 1
         if progress:
             progress(i + 1, len(pairs))
+    for runner in runners:
+        runner.close()
     if not done:
         raise UserError(f"none of the {len(pairs)} labelled images in {data} could be read")
 

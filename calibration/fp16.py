@@ -8,6 +8,12 @@ models and for the float parts of the TensorRT INT8 layout, so both share one co
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Callable
+
+log = logging.getLogger("msdeploy")
+
 # Kept in FP32: numerically sensitive ops (accumulations, exponentials, normalisations) and ops whose
 # FP16 kernels are missing or lossy (Resize), plus onnxconverter-common's own defaults.
 FP32_OPS = (
@@ -54,15 +60,47 @@ def _detach_consumed_outputs(model) -> None:
     model.graph.node.extend(nodes)
 
 
-def fp16_graph(model, keep_fp32: tuple[str, ...] = ()):
+FP16_TINY, FP16_MAX = 1e-7, 65504.0  # the converter raises smaller magnitudes to 1e-7 and clamps larger ones
+
+
+def rounding_summary(model) -> str:
+    """One line instead of the converter's warning per tensor: how many FP32 weights lie outside what
+    FP16 holds (raised to 1e-7 or clamped to 65504) and the largest relative change that makes."""
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    raised = clamped = 0
+    worst = 0.0
+    for init in model.graph.initializer:
+        if init.data_type != TensorProto.FLOAT:
+            continue
+        magnitude = np.abs(numpy_helper.to_array(init)).ravel()
+        small = magnitude[(magnitude > 0) & (magnitude < FP16_TINY)]
+        large = magnitude[magnitude > FP16_MAX]
+        raised, clamped = raised + small.size, clamped + large.size
+        changes = [(FP16_TINY - small) / small, (large - FP16_MAX) / large]
+        worst = max([worst, *(float(c.max()) for c in changes if c.size)])
+    if not raised and not clamped:
+        return "FP16: every weight fits FP16's range"
+    return (
+        f"FP16: {raised} weights below {FP16_TINY:g} raised to it, {clamped} above {FP16_MAX:g} clamped; "
+        f"largest relative change {worst:.0%} (FP16 rounding elsewhere is below 0.05%)"
+    )
+
+
+def fp16_graph(model, keep_fp32: tuple[str, ...] = (), say: Callable[[str], None] = log.info):
     """The graph with FP16 arithmetic: inputs and outputs stay FP32, FP32_OPS (and `keep_fp32`, e.g.
     the Q/DQ nodes of an INT8 graph) stay FP32 behind Cast nodes. Also the float parts of the
-    TensorRT INT8 layout (calibration.int8), so both precisions share one conversion."""
+    TensorRT INT8 layout (calibration.int8), so both precisions share one conversion. The converter's
+    warning per out-of-range tensor becomes one line to `say`."""
     from onnxconverter_common import float16
 
     _detach_consumed_outputs(model)
-    return float16.convert_float_to_float16(
-        model,
-        keep_io_types=True,
-        op_block_list=sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(FP32_OPS) | set(keep_fp32)),
-    )
+    say(rounding_summary(model))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="the float32 number")
+        return float16.convert_float_to_float16(
+            model,
+            keep_io_types=True,
+            op_block_list=sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(FP32_OPS) | set(keep_fp32)),
+        )

@@ -167,6 +167,7 @@ def quantize_int8(
             "parity_reference": "the FP32 ONNX model in ONNX Runtime, on calibration images",
         },
     )
+    reference.close()
     say(f"wrote {output} ({size_bytes / 1e6:.1f} MB)")
     return Int8Result(
         output,

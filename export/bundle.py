@@ -18,10 +18,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from calibration.quantize import CALIBRATION_IMAGES, CALIBRATION_METHOD
+from calibration.verified import fp32_source
 from export.boards import DEFAULT_BOARD, board, format_bytes
 from runtime.errors import UserError
 from runtime.files import move_dir_into_place, sha256_file, write_bytes_atomic, write_json_atomic
-from runtime.metadata import PRECISIONS, model_sha256, read_sidecar, sidecar_path
+from runtime.metadata import PRECISIONS, model_sha256, sidecar_path
 from runtime.tensorrt_common import format_shape
 
 BUILD_SCRIPT = "build_engine.sh"
@@ -32,8 +33,8 @@ MANIFEST = "manifest.json"
 class BundleOptions:
     model: Path  # an FP32 ONNX model written by `msdeploy export onnx`
     output: Path
-    precisions: tuple[str, ...] = ("fp32", "fp16")  # int8 needs calib_data
-    engine_precision: str = "fp16"  # the variant build_engine.sh compiles; Jetson's default
+    precisions: tuple[str, ...] = ()  # default: fp32, fp16, and int8 where calib_data is given
+    engine_precision: str | None = None  # the variant build_engine.sh compiles [fp16 when bundled, else fp32]
     calib_data: Path | None = None
     calib_count: int = CALIBRATION_IMAGES
     method: str = CALIBRATION_METHOD
@@ -55,6 +56,13 @@ class BundleResult:
     build_command: str = ""
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def _with_defaults(options: BundleOptions) -> BundleOptions:
+    precisions = options.precisions or (PRECISIONS if options.calib_data else PRECISIONS[:2])
+    engine = options.engine_precision or ("fp16" if "fp16" in precisions else "fp32")
+    workspace = options.workspace or board(options.board).workspace
+    return replace(options, precisions=tuple(precisions), engine_precision=engine, workspace=workspace)
 
 
 def _check(options: BundleOptions) -> None:
@@ -81,17 +89,7 @@ def _check(options: BundleOptions) -> None:
             "--max-size does not apply to a DLA engine: DLA takes one fixed input size (the model's default); "
             "drop --max-size, or drop --dla-core for a GPU engine that takes a range of sizes"
         )
-    if not options.model.is_file():
-        raise UserError(f"model file not found: {options.model}")
-    side = read_sidecar(options.model)
-    if side is None:
-        raise UserError(
-            f"{options.model} has no sidecar {options.model.name}.json; bundle a model from `msdeploy export onnx`"
-        )
-    if side.get("precision") != "fp32":
-        raise UserError(
-            f"{options.model} is {side.get('precision')}; bundle the FP32 model (the variants are made from it)"
-        )
+    fp32_source(options.model)  # the variants are made from the FP32 model
     output = options.output
     if output.exists() and not output.is_dir():
         raise UserError(f"output {output} is a file; give a folder")
@@ -111,9 +109,8 @@ def create_bundle(options: BundleOptions, progress: Callable[[str], None] | None
     from export.tensorrt_build import DEFAULT_MAX_SIDE, EngineOptions, model_metadata, resolve_profile
 
     say = progress or (lambda message: None)
+    options = _with_defaults(options)
     _check(options)
-    if options.workspace is None:
-        options = replace(options, workspace=board(options.board).workspace)
     start = time.perf_counter()
     meta = model_metadata(options.model)
     batches = tuple(sorted(set(options.batches)))

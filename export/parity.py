@@ -9,8 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.runner import TorchRunner, network_for
-from runtime.backends import load
+from runtime.backends import load, open_runner
 from runtime.compare import ParityReport, run_parity
 from runtime.errors import UserError
 
@@ -47,5 +46,6 @@ def check_model_parity(
         for h, w in sizes:
             if min(h, w) < meta.min_size:
                 raise UserError(f"size {h}x{w} is below the model's minimum {meta.min_size}x{meta.min_size}")
-        reference = TorchRunner(network_for(meta, weights), features=len(meta.outputs) > 1)
-        return run_parity(runner, reference, parity_shapes(sizes, batches, meta.static_size), precision=meta.precision)
+        with open_runner(model_path, "torch-cpu", weights=weights) as reference:
+            shapes = parity_shapes(sizes, batches, meta.static_size)
+            return run_parity(runner, reference, shapes, precision=meta.precision)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from calibration.quantize import CALIBRATION_IMAGES, CALIBRATION_SEED
 from export.boards import MemoryBudget, format_bytes, resolve_budget
 from export.engine_report import BuildReport, parse_layers, parse_memory, summarize_warnings, write_report
 from runtime.cuda import CudaApi, DeviceBuffer, DeviceInfo
@@ -85,8 +86,8 @@ class EngineOptions:
     opt_level: int | None = None  # builder optimization level 0-5
     dla_core: int | None = None
     calib_data: Path | None = None  # legacy implicit INT8 only
-    calib_count: int = 64
-    calib_seed: int = 0
+    calib_count: int = CALIBRATION_IMAGES
+    calib_seed: int = CALIBRATION_SEED
     calib_cache: Path | None = None
     recalibrate: bool = False
     output: Path | None = None

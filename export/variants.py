@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calibration.quantize import CALIBRATION_IMAGES, CALIBRATION_METHOD, Int8Options, default_int8_output
+from runtime.errors import UserError
 from runtime.files import sha256_file
-from runtime.metadata import model_sha256, read_sidecar, variant_path
+from runtime.metadata import model_sha256, read_model_metadata, read_sidecar, variant_path
 
 log = logging.getLogger("msdeploy")
 
@@ -51,9 +52,13 @@ def export_fp32(
     """The FP32 export at `path`, reused when its sidecar names the same network and weights."""
     from export.onnx_export import ExportOptions, export_onnx
 
-    side = read_sidecar(path) if path.exists() else None
     wanted = (backbone, fusion, sha256_file(weights) if weights else None)
-    if side and not force and (side.get("backbone"), side.get("fusion"), side["weights"].get("file_sha256")) == wanted:
+    try:
+        meta, _ = read_model_metadata(path)
+        found = (meta.backbone, meta.fusion, meta.weights.get("file_sha256"))
+    except UserError:  # missing, or not ours
+        found = None
+    if found == wanted and not force:
         say(f"reusing {path} (pass --force to export again)")
         return path
     say(f"exporting {path.name}")
@@ -62,9 +67,12 @@ def export_fp32(
     return path
 
 
-def made_from(candidate: Path, source: Path, precision: str, int8: Int8Settings | None = None) -> bool:
-    """Whether `candidate` is the `precision` variant of exactly `source` (and, for INT8, with the
-    same layout and calibration method). Its parity was checked when it was written."""
+def made_from(
+    candidate: Path, source: Path, precision: str, int8: Int8Settings | None = None, calib: Path | None = None
+) -> bool:
+    """Whether `candidate` is the `precision` variant of exactly `source` (and, for INT8, with the same
+    layout, method, image count and, where `calib` is given, the same calibration images, nothing
+    excluded). Its parity was checked when it was written."""
     side = read_sidecar(candidate) if candidate.is_file() else None
     if not side or side.get("precision") != precision:
         return False
@@ -75,9 +83,22 @@ def made_from(candidate: Path, source: Path, precision: str, int8: Int8Settings 
         from calibration.int8 import LAYOUTS
 
         default = LAYOUTS[int8.target].float_precision if int8.target in LAYOUTS else None
-        wanted = (int8.target, int8.method, int8.float_precision or default)
-        return (done.get("target"), done.get("method"), done.get("float_precision")) == wanted
+        wanted = (int8.target, int8.method, int8.float_precision or default, int8.images, [], None)
+        calibration = done.get("calibration") or {}
+        found = (done.get("target"), done.get("method"), done.get("float_precision"))
+        found += ((calibration.get("settings") or {}).get("count"), done.get("exclude"), done.get("quantize_attention"))
+        if found != wanted:
+            return False
+        return calib is None or calibration.get("data_fingerprint") == _fingerprint(calib, int8.images)
     return True
+
+
+def _fingerprint(folder: Path, count: int) -> str:
+    """The calibration-data fingerprint quantize_int8 records (a folder listing, no image read)."""
+    from calibration.data import choose_subset, data_fingerprint, list_images
+    from calibration.quantize import CALIBRATION_SEED
+
+    return data_fingerprint(choose_subset(list_images(folder), count, CALIBRATION_SEED), folder)
 
 
 def variant_output(fp32: Path, precision: str, int8: Int8Settings = Int8Settings()) -> Path:
@@ -102,7 +123,12 @@ def make_variant(
     """The FP16 or INT8 variant of `fp32` beside it, reused when it was made from this very file.
     INT8 without `int8.calib_data` calibrates on the synthetic set in `work` (default: beside fp32)."""
     output = variant_output(fp32, precision, int8)
-    if not force and made_from(output, fp32, precision, int8):
+    calib = None
+    if precision == "int8":
+        from calibration.synthetic import synthetic_calibration_images
+
+        calib = int8.calib_data or synthetic_calibration_images((work or fp32.parent) / "calibration", int8.images)
+    if not force and made_from(output, fp32, precision, int8, calib):
         say(f"reusing {output.name} (made from this {fp32.name})")
         return Variant(output, reused=True)
     if precision == "fp16":
@@ -112,9 +138,7 @@ def make_variant(
     if precision != "int8":
         raise ValueError(f"no variant {precision!r}; choose fp16 or int8")
     from calibration.quantize import quantize_int8
-    from calibration.synthetic import synthetic_calibration_images
 
-    calib = int8.calib_data or synthetic_calibration_images((work or fp32.parent) / "calibration", int8.images)
     options = Int8Options(
         model=fp32,
         calib_data=calib,

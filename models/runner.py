@@ -111,7 +111,9 @@ def network_for(metadata: ModelMetadata, weights: str | Path | None) -> MultiSca
 def open_torch_runner(
     model: str | Path, backend: Backend, *, weights: str | Path | None = None, threads: int | None = None
 ) -> TorchRunner:
-    """The `msdeploy.runners` entry point: the network behind an exported model file, as a runner."""
+    """The `msdeploy.runners` entry point: the network behind an exported model file (ONNX or engine),
+    as a runner. torch-cuda-graphs runs eager here: CUDA graphs are how the benchmark times it
+    (bench.torch_rows), not another way to compute."""
     if threads:
         torch.set_num_threads(threads)
     metadata, _ = read_model_metadata(model)

@@ -18,7 +18,7 @@ import click
 from calibration.int8 import FLOAT_PRECISIONS
 from calibration.int8 import LAYOUTS as INT8_LAYOUTS
 from calibration.int8 import METHODS as CALIBRATION_METHODS
-from calibration.quantize import CALIBRATION_IMAGES, CALIBRATION_METHOD
+from calibration.quantize import CALIBRATION_IMAGES, CALIBRATION_METHOD, CALIBRATION_SEED
 from export.boards import BOARDS, DEFAULT_BOARD
 from msdeploy import __version__
 from runtime.backends import AUTO, BACKENDS, FILE_BACKENDS
@@ -372,7 +372,7 @@ def export_engine_cmd(model: Path, **options) -> None:
 )
 @click.option("--wheel/--no-wheel", default=True, show_default=True, help="Include the project wheel.")
 @click.option("--force", is_flag=True, help="Replace an output folder that is not empty.")
-def export_bundle_cmd(precisions, engine_precision, workspace, **options) -> None:
+def export_bundle_cmd(workspace, **options) -> None:
     """One folder to copy to a Jetson or server: MODEL (an FP32 ONNX from `export onnx`) with FP16/INT8
     variants, metadata, calibration cache, the project wheel, a README for the board and
     build_engine.sh, the one command that builds the engine there (engines are not portable)."""
@@ -381,13 +381,7 @@ def export_bundle_cmd(precisions, engine_precision, workspace, **options) -> Non
 
     if workspace is not None:
         _parse_bytes(None, None, workspace)  # a bad size fails here, not on the board
-    chosen = precisions or (PRECISIONS if options["calib_data"] else PRECISIONS[:2])
-    engine_precision = engine_precision or ("fp16" if "fp16" in chosen else "fp32")
-    run_bundle(
-        BundleOptions(
-            precisions=chosen, engine_precision=engine_precision, workspace=workspace, command=invocation(), **options
-        )
-    )
+    run_bundle(BundleOptions(workspace=workspace, command=invocation(), **options))
 
 
 @export.command("triton")
@@ -539,7 +533,9 @@ def parity(model, sizes, batches, weights, as_json) -> None:
 @click.option(
     "--calib-count", type=int, default=CALIBRATION_IMAGES, show_default=True, help="INT8: images (a seeded subset)."
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="INT8: seed of the calibration subset.")
+@click.option(
+    "--seed", type=int, default=CALIBRATION_SEED, show_default=True, help="INT8: seed of the calibration subset."
+)
 @click.option("--size", callback=_parse_hw, metavar="HxW", help="INT8: calibration input size [default: the model's].")
 @click.option(
     "--exclude",

@@ -113,7 +113,7 @@ def open_runner(
             f"{path} is not a TensorRT engine; build one on this machine with `msdeploy export engine {path}` "
             "and pass the .engine file"
         )
-    if spec.family != "tensorrt" and is_engine:
+    if spec.family == "onnxruntime" and is_engine:
         raise UserError(f"{path} is a TensorRT engine; {backend_name} runs the .onnx model it was built from")
     probe = check and (spec.device == "cuda" or spec.family == "torch")
     reason = backend_unavailable(backend_name) if probe else None
@@ -123,5 +123,7 @@ def open_runner(
         return load(path)
     if spec.family == "onnxruntime":
         return load(path, providers=list(spec.providers), threads=threads)
-    (opener,) = entry_points(group="msdeploy.runners", name="torch")
-    return opener.load()(path, spec, weights=weights, threads=threads)
+    openers = list(entry_points(group="msdeploy.runners", name="torch"))
+    if not openers:
+        raise UserError("PyTorch backends need the project installed: pip install -e '.[export]' in the checkout")
+    return openers[0].load()(path, spec, weights=weights, threads=threads)

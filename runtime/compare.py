@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -117,6 +118,7 @@ class ParityReport:
     precision: str
     tolerance: Tolerance
     backend: str
+    reference: str = "PyTorch"  # what the model was compared with
     rows: list[ParityRow] = field(default_factory=list)
 
     @property
@@ -142,6 +144,7 @@ class ParityReport:
         return {
             "precision": self.precision,
             "backend": self.backend,
+            "reference": self.reference,
             "atol": self.tolerance.atol,
             "rtol": self.tolerance.rtol,
             "shapes": sorted({str(list(r.shape)) for r in self.rows}),
@@ -154,6 +157,7 @@ class ParityReport:
             "model": self.model,
             "precision": self.precision,
             "backend": self.backend,
+            "reference": self.reference,
             "tolerance": {
                 "atol": self.tolerance.atol,
                 "rtol": self.tolerance.rtol,
@@ -185,7 +189,10 @@ def run_parity(
     models are judged against that too (see `Tolerance.limit`)."""
     names = [o.name for o in runner.outputs]
     tolerance = TOLERANCES[precision]
-    report = ParityReport(str(runner.path), precision, tolerance, runner.backend)
+    against = f"{Path(reference.path).name} ({reference.backend})"
+    if reference.backend.startswith("torch"):
+        against = "PyTorch"
+    report = ParityReport(str(runner.path), precision, tolerance, runner.backend, against)
     exact_fn = getattr(reference, "exact", None) if precision == "fp32" else None
     for x in [*random_images(shapes, seed), *(np.asarray(a) for a in inputs)]:
         want = list(reference.infer(x).values())

@@ -169,3 +169,10 @@ def stamp(command: str, env: Environment | None = None, fields: dict[str, str] |
             f"- versions: {f['versions']}",
         ]
     )
+
+
+def script_command(script: str, argv: list[str] | None = None) -> str:
+    """How a script in benchmarks/ was run, as its results record it (never the machine's own path)."""
+    from pathlib import Path
+
+    return " ".join(["python", f"benchmarks/{Path(script).name}", *(sys.argv[1:] if argv is None else argv)])

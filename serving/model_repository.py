@@ -24,10 +24,12 @@ from pathlib import Path
 
 from runtime.errors import UserError
 from runtime.files import move_dir_into_place
-from runtime.metadata import ModelMetadata, read_model_metadata, sidecar_path
+from runtime.metadata import ENGINE_SUFFIXES, ONNX_SUFFIXES, ModelMetadata, read_model_metadata, sidecar_path
 
-PLATFORMS = {".onnx": ("onnxruntime_onnx", "model.onnx"), ".engine": ("tensorrt_plan", "model.plan")}
-PLATFORMS[".plan"] = PLATFORMS[".engine"]
+PLATFORMS = {
+    **{suffix: ("onnxruntime_onnx", "model.onnx") for suffix in ONNX_SUFFIXES},
+    **{suffix: ("tensorrt_plan", "model.plan") for suffix in ENGINE_SUFFIXES},
+}
 DEFAULT_QUEUE_DELAY_US = 100  # how long the scheduler may hold a request to form a batch
 BACKENDS = ("native", "python")
 INSTANCE_KINDS = ("auto", "gpu", "cpu")  # auto: gpu, except a Python-backend ONNX model

@@ -203,6 +203,7 @@ def run_selftest(
                         built.seconds,
                     )
                 )
+        reference.close()
     header = [
         "builder",
         "fusion",

@@ -27,8 +27,8 @@ def show_parity(report, as_json: bool = False) -> None:
     tol = report.tolerance
     has_exact = any(r.agreement.reference_error is not None for r in report.rows)
     print_table(
-        f"Parity: {report.model} ({report.backend}, {report.precision}) against PyTorch",
-        ["output", "input", "max abs", "limit", "mean abs", "cosine", "PyTorch vs f64", "model vs f64", "result"],
+        f"Parity: {report.model} ({report.backend}, {report.precision}) against {report.reference}",
+        ["output", "input", "max abs", "limit", "mean abs", "cosine", "reference vs f64", "model vs f64", "result"],
         (
             (
                 r.output,
@@ -45,7 +45,7 @@ def show_parity(report, as_json: bool = False) -> None:
         ),
         right=(2, 3, 4, 5, 6, 7),
         caption=f"PASS: {tol.describe(reference_error=has_exact)} ({report.precision} tolerance); "
-        "max abs is the distance to PyTorch, 'model vs f64' what is judged when a float64 run exists",
+        "max abs is the distance to the reference, 'model vs f64' what is judged when a float64 run exists",
     )
 
 

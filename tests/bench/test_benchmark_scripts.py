@@ -38,3 +38,28 @@ def test_script_main_takes_its_arguments(script):
         module.main(["--help"])
     assert exit_info.value.code == 0
     assert module.__doc__ and "docs/results" in module.__doc__, "the script says what it writes"
+
+
+OURS = ("runtime", "calibration", "models", "export", "bench", "serving", "workflows")
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
+def test_every_import_of_the_script_resolves(script):
+    """Imports inside functions (and in code run by child processes) are not executed by --help: check
+    that every name a script takes from our packages exists."""
+    import ast
+    import importlib
+
+    source = script.read_text()
+    trees = [ast.parse(source)]
+    # code given to child processes as a string (python -c) holds imports too
+    trees += [
+        ast.parse(n.value) for n in ast.walk(trees[0]) if isinstance(n, ast.Constant) and "import " in str(n.value)
+    ]
+    missing = []
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in OURS:
+                module = importlib.import_module(node.module)
+                missing += [f"{node.module}.{a.name}" for a in node.names if not hasattr(module, a.name)]
+    assert not missing, f"{script.name} imports names that do not exist: {missing}"
