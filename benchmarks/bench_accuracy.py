@@ -10,10 +10,10 @@ S-measure drop <= 0.01; FP16: max abs logit error <= 1e-2). Writes docs/results/
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict
 from pathlib import Path
 
+from bench.scripts import script_command, script_parser
 from calibration.accuracy import evaluate_models, quantization_sensitivity
 from calibration.data import load_calibration_set
 from calibration.int8 import METHODS
@@ -21,13 +21,11 @@ from calibration.quantize import CALIBRATION_IMAGES, Int8Options, quantize_int8
 from calibration.synthetic import SYNTHETIC_CALIBRATION_SEED, synthetic_calibration_images, write_dataset
 from export.variants import export_fp32, make_variant
 from models.demo_weights import DEMO_BACKBONE, HELD_OUT_SEED, HELD_OUT_SIZE, demo_checkpoint
-from runtime.environment import script_command
 from runtime.errors import VerificationError
 from runtime.files import display_path, write_bytes_atomic, write_json_atomic
 from runtime.metadata import read_model_metadata
 from runtime.tables import Table
 
-ROOT = Path(__file__).resolve().parents[1]
 BOUNDS = {"int8_mask_iou": 0.98, "int8_s_drop": 0.01, "fp16_max_abs": 1e-2}
 
 
@@ -96,12 +94,9 @@ def judge(report) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fusions", default="hierarchical,absi")
+    parser = script_parser(__doc__, work=".bench-accuracy")
     parser.add_argument("--held-out", type=int, default=100)
     parser.add_argument("--calib-count", type=int, default=CALIBRATION_IMAGES)
-    parser.add_argument("--work", type=Path, default=ROOT / ".bench-accuracy")
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args(argv)
     command = script_command(__file__, argv)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -110,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         write_dataset(held_out, args.held_out, size=HELD_OUT_SIZE, seed=HELD_OUT_SEED)
     calib_images = synthetic_calibration_images(calib, args.calib_count)
 
-    for fusion in (f.strip() for f in args.fusions.split(",") if f.strip()):
+    for fusion in args.fusions:
         print(f"== {fusion}", flush=True)
         paths, names, refused = build_variants(fusion, args.work, calib_images, args.calib_count)
         report = evaluate_models(paths, held_out, size=HELD_OUT_SIZE, names=names)

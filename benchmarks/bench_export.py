@@ -8,7 +8,6 @@ Each export runs in its own process so its peak memory (max RSS) is its own.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import subprocess
@@ -16,10 +15,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from runtime.environment import collect_environment, script_command
+from bench.scripts import ROOT, script_command, script_parser
+from runtime.environment import collect_environment
 from runtime.files import write_bytes_atomic, write_json_atomic
 
-ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import json, resource, sys, time
 from export.onnx_export import ExportOptions, export_onnx
@@ -73,17 +72,15 @@ def latency(backbone: str, models: dict[str, Path], size: int, threads: int, war
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--backbone", default="pvt_v2_b2")
-    parser.add_argument("--fusions", default="hierarchical,absi")
     parser.add_argument("--size", type=int, default=352)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=15)
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args(argv)
     command = script_command(__file__, argv)
-    fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
+    fusions = args.fusions
 
     with tempfile.TemporaryDirectory() as tmp:
         exports, models = {}, {}

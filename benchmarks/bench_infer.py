@@ -17,13 +17,13 @@ variants are made in --work, or copied from `benchmarks/bench_accuracy.py`'s fol
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench.scripts import script_command, script_parser
 from calibration.metrics import mask_iou
 from calibration.quantize import CALIBRATION_IMAGES
 from calibration.synthetic import SYNTHETIC_CALIBRATION_SEED, make_sample
@@ -32,11 +32,9 @@ from export.variants import Int8Settings, export_fp32, make_variant
 from models import build_model
 from models.demo_weights import DEMO_BACKBONE, HELD_OUT_SEED, demo_checkpoint
 from runtime import Predictor
-from runtime.environment import collect_environment, script_command, stamp
+from runtime.environment import collect_environment, stamp
 from runtime.files import write_bytes_atomic, write_json_atomic
 from runtime.tables import Table
-
-ROOT = Path(__file__).resolve().parents[1]
 
 SIZES = ((352, 352), (300, 400), (480, 360), (240, 320))  # square and not, above and below the network size
 FP32_IOU_BOUND = 0.99
@@ -157,17 +155,14 @@ def markdown(rows: list[dict], command: str, count: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fusions", default="hierarchical,absi")
+    parser = script_parser(__doc__, work=".bench-infer")
     parser.add_argument("--images", type=int, default=24)
-    parser.add_argument("--work", type=Path, default=ROOT / ".bench-infer")
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args(argv)
     command = script_command(__file__, argv)
     args.work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
     rows = []
-    for fusion in (f.strip() for f in args.fusions.split(",") if f.strip()):
+    for fusion in args.fusions:
         print(f"== {fusion}", flush=True)
         rows += evaluate(fusion, variants(fusion, args.work), args.images)
     md = markdown(rows, command, args.images)

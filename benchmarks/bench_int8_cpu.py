@@ -10,7 +10,6 @@ shows where the remaining time goes. Writes docs/results/int8-cpu-<backbone>.md/
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from collections import Counter
@@ -18,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.scripts import script_command, script_parser
 from calibration.quantize import CALIBRATION_IMAGES
-from runtime.environment import script_command, stamp
+from runtime.environment import stamp
 from runtime.files import write_bytes_atomic, write_json_atomic
 from runtime.timing import time_interleaved
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def ensure_models(backbone: str, fusion: str, work: Path, method: str, count: int) -> tuple[Path, Path]:
@@ -104,24 +102,21 @@ def profile_by_op(path: Path, x: np.ndarray, threads: int, runs: int = 5, warmup
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__, work=".bench-int8")
     parser.add_argument("--backbone", default="pvt_v2_b2")
-    parser.add_argument("--fusions", default="hierarchical,absi")
     parser.add_argument("--size", type=int, default=352)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=15)
     parser.add_argument("--method", default="max")
     parser.add_argument("--calib-count", type=int, default=CALIBRATION_IMAGES)
-    parser.add_argument("--work", type=Path, default=ROOT / ".bench-int8")
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args(argv)
     command = script_command(__file__, argv)
 
     import runtime
 
     args.work.mkdir(parents=True, exist_ok=True)
-    fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
+    fusions = args.fusions
     models = {f: ensure_models(args.backbone, f, args.work, args.method, args.calib_count) for f in fusions}
 
     x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size), dtype=np.float32)

@@ -17,15 +17,13 @@ Models are random-init (the builder's choices do not depend on the weights) and 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from bench.scripts import script_command, script_parser
 from export.boards import format_bytes
-from runtime.environment import script_command, stamp
+from runtime.environment import stamp
 from runtime.files import write_bytes_atomic, write_json_atomic
 from runtime.tables import Table
-
-ROOT = Path(__file__).resolve().parents[1]
 
 FUSIONS = ("hierarchical", "absi")
 # label -> (ONNX variant, --high-precision of the INT8 layout)
@@ -182,15 +180,13 @@ def memory_sweep(backbones, sides, batches, precisions, work, calib, count) -> t
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__, work=".bench-rtx", fusions=False)
     parser.add_argument("--backbone", default="pvt_v2_b2")
     parser.add_argument("--memory-backbones", default="pvt_v2_b0,pvt_v2_b2")
     parser.add_argument("--sides", default="352,512,768,1024")
     parser.add_argument("--batches", default="1,4")
     parser.add_argument("--memory-precisions", default="fp16,int8")
     parser.add_argument("--calib-count", type=int, default=8)
-    parser.add_argument("--work", type=Path, default=ROOT / ".bench-rtx")
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--parts", default="builds,memory", help="builds: the per-precision table; memory: the sweep")
     args = parser.parse_args(argv)
     command = script_command(__file__, argv)

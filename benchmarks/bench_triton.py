@@ -17,7 +17,6 @@ Writes docs/results/triton-load-pvt_v2_b0.md/json.
 
 from __future__ import annotations
 
-import argparse
 import io
 import statistics
 import tempfile
@@ -28,10 +27,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench.scripts import ROOT, script_command, script_parser
 from calibration.synthetic import make_sample
 from models.demo_weights import HELD_OUT_SEED
 from runtime import Predictor
-from runtime.environment import collect_environment, script_command, stamp
+from runtime.environment import collect_environment, stamp
 from runtime.errors import UserError
 from runtime.files import write_bytes_atomic, write_json_atomic
 from runtime.metadata import read_sidecar
@@ -39,8 +39,6 @@ from runtime.tables import Table
 from serving.client import ImageClient
 from serving.model_repository import TritonOptions, write_triton_model
 from serving.server import ServerOptions, TritonServer, free_port
-
-ROOT = Path(__file__).resolve().parents[1]
 
 SIZES = ((352, 352), (300, 400), (480, 360), (240, 320))
 IMAGES = 16
@@ -190,12 +188,11 @@ def markdown(rows: list[dict], command: str, model: Path, args, direct_ms: float
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__, fusions=False)
     parser.add_argument("--model", type=Path, default=ROOT / "demo-output" / "pvt_v2_b0_hierarchical.onnx")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads of the served model")
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args(argv)
     command = script_command(__file__, argv)
     side = read_sidecar(args.model) if args.model.exists() else None

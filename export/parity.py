@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from runtime.backends import load, open_runner
+from models.runner import torch_runner_for
+from runtime.backends import load
 from runtime.compare import ParityReport, run_parity
 from runtime.errors import UserError
 
@@ -46,6 +47,7 @@ def check_model_parity(
         for h, w in sizes:
             if min(h, w) < meta.min_size:
                 raise UserError(f"size {h}x{w} is below the model's minimum {meta.min_size}x{meta.min_size}")
-        with open_runner(model_path, "torch-cpu", weights=weights) as reference:
+        # the metadata the file itself carries: a sidecar may be missing or stale
+        with torch_runner_for(meta, weights) as reference:
             shapes = parity_shapes(sizes, batches, meta.static_size)
             return run_parity(runner, reference, shapes, precision=meta.precision)

@@ -108,6 +108,14 @@ def network_for(metadata: ModelMetadata, weights: str | Path | None) -> MultiSca
     return net
 
 
+def torch_runner_for(
+    metadata: ModelMetadata, weights: str | Path | None = None, device: str = "cpu", path: str | Path = "pytorch"
+) -> TorchRunner:
+    """The network a model with `metadata` was exported from, as a runner."""
+    net = network_for(metadata, weights)
+    return TorchRunner(net, features=len(metadata.outputs) > 1, device=device, metadata=metadata, path=path)
+
+
 def open_torch_runner(
     model: str | Path, backend: Backend, *, weights: str | Path | None = None, threads: int | None = None
 ) -> TorchRunner:
@@ -117,5 +125,4 @@ def open_torch_runner(
     if threads:
         torch.set_num_threads(threads)
     metadata, _ = read_model_metadata(model)
-    net = network_for(metadata, weights)
-    return TorchRunner(net, features=len(metadata.outputs) > 1, device=backend.device, metadata=metadata, path=model)
+    return torch_runner_for(metadata, weights, backend.device, model)

@@ -26,8 +26,7 @@ from runtime.backends import FAMILIES as BACKEND_FAMILIES
 from runtime.errors import MSDeployError, UserError
 from runtime.metadata import FUSION_NAMES, PRECISIONS
 from runtime.tensorrt_common import TARGETS as TENSORRT_TARGETS
-from serving.model_repository import BACKENDS as TRITON_BACKENDS
-from serving.model_repository import INSTANCE_KINDS
+from serving.model_repository import INSTANCE_KINDS, TRITON_BACKENDS
 
 # the [export] extra's modules: a command that needs one on a runtime-only install says which extra to add
 DESKTOP_MODULES = {
@@ -459,7 +458,7 @@ def export_triton_cmd(**options) -> None:
     "--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Keep the server's log here (appended to)."
 )
 @click.option("--log-verbose", type=int, default=0, show_default=True, help="Triton's log verbosity.")
-def serve(repository, http_port, grpc_port, host, timeout, log_file, log_verbose) -> None:
+def serve(timeout, **options) -> None:
     """Serve a model repository with the tritonserver bundled in nvidia-pytriton (CPU, Python backend)
     until Ctrl-C; stops cleanly, leaving no processes or shared memory behind.
 
@@ -470,16 +469,7 @@ def serve(repository, http_port, grpc_port, host, timeout, log_file, log_verbose
     from msdeploy.commands.serve import run_serve
     from serving.server import ServerOptions
 
-    options = ServerOptions(
-        repository,
-        host=host,
-        http_port=http_port,
-        grpc_port=grpc_port,
-        startup_timeout_s=timeout,
-        log_file=log_file,
-        log_verbose=log_verbose,
-    )
-    sys.exit(run_serve(options))
+    sys.exit(run_serve(ServerOptions(startup_timeout_s=timeout, **options)))
 
 
 @main.command()
@@ -632,16 +622,14 @@ def quantize(precision, exclude, high_precision, weights, **options) -> None:
     help="Also write the tables as Markdown (and JSON beside).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing report.")
-def accuracy(models, data, size, count, methods, calib_data, target, sensitivity, report, force) -> None:
+def accuracy(report, force, methods, **options) -> None:
     """FP32 vs FP16 vs INT8 on images with ground-truth masks: agreement with the FP32 model (max abs,
     cosine, SQNR, mask IoU, probability MAE), S-measure / E-measure / weighted F / MAE against the
     ground truth, the INT8 layers that cost most, and a comparison of calibration methods.
     The first MODEL is the FP32 reference."""
     from msdeploy.commands.precision_cmds import run_accuracy
 
-    run_accuracy(
-        models, data, size, count, methods or (), calib_data, target, sensitivity, report, force, command=invocation()
-    )
+    run_accuracy(report, force, invocation(), methods=methods or (), **options)
 
 
 def _parse_pixels(ctx, param, value: str | None) -> int | None:

@@ -70,7 +70,7 @@ def _gpus() -> list[str]:
 
 
 @dataclass
-class Backend:
+class BackendStatus:
     name: str
     available: bool
     detail: str
@@ -84,13 +84,13 @@ class Environment:
     cpu_count: int
     gpus: list[str]
     packages: dict[str, str | None]
-    backends: list[Backend] = field(default_factory=list)
+    backends: list[BackendStatus] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def _backends(gpus: list[str]) -> list[Backend]:
+def _backends(gpus: list[str]) -> list[BackendStatus]:
     """Whether each backend of the vocabulary (runtime.backends.BACKENDS) can run here, and why not."""
     from runtime.backends import BACKENDS
     from runtime.tensorrt_common import TARGETS
@@ -124,7 +124,7 @@ def _backends(gpus: list[str]) -> list[Backend]:
                 else "no NVIDIA GPU found"
             )
         detail = {"torch": "PyTorch eager", "onnxruntime": "providers: " + ", ".join(providers), "tensorrt": installed}
-        out.append(Backend(name, reason is None, reason or detail[spec.family]))
+        out.append(BackendStatus(name, reason is None, reason or detail[spec.family]))
     return out
 
 
@@ -169,10 +169,3 @@ def stamp(command: str, env: Environment | None = None, fields: dict[str, str] |
             f"- versions: {f['versions']}",
         ]
     )
-
-
-def script_command(script: str, argv: list[str] | None = None) -> str:
-    """How a script in benchmarks/ was run, as its results record it (never the machine's own path)."""
-    from pathlib import Path
-
-    return " ".join(["python", f"benchmarks/{Path(script).name}", *(sys.argv[1:] if argv is None else argv)])

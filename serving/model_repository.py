@@ -31,7 +31,7 @@ PLATFORMS = {
     **{suffix: ("tensorrt_plan", "model.plan") for suffix in ENGINE_SUFFIXES},
 }
 DEFAULT_QUEUE_DELAY_US = 100  # how long the scheduler may hold a request to form a batch
-BACKENDS = ("native", "python")
+TRITON_BACKENDS = ("native", "python")  # Triton backends an entry is served by
 INSTANCE_KINDS = ("auto", "gpu", "cpu")  # auto: gpu, except a Python-backend ONNX model
 PYTHON_MODEL = """\
 # Written by `msdeploy export triton --backend python`: Triton's Python backend loads this file;
@@ -172,8 +172,8 @@ def _check(options: TritonOptions, meta: ModelMetadata, side: dict) -> None:
         raise UserError("--max-batch-size must be >= 0 and --instances >= 1")
     if options.kind not in INSTANCE_KINDS:
         raise UserError(f"--kind must be one of {', '.join(INSTANCE_KINDS)}, got {options.kind!r}")
-    if options.backend not in BACKENDS:
-        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {options.backend!r}")
+    if options.backend not in TRITON_BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(TRITON_BACKENDS)}, got {options.backend!r}")
     if options.backend == "python":
         if options.max_batch_size < 1:
             raise UserError("the Python-backend model batches images: --max-batch-size must be >= 1")

@@ -52,7 +52,9 @@ def show_accuracy(report) -> None:
         console.print(f"[yellow]skipped[/] {path}: {reason}")
 
 
-def run_accuracy(models, data, size, count, methods, calib_data, target, sensitivity, report_path, force, command):
+def run_accuracy(report_path, force: bool, command: str, **options) -> None:
+    """`accuracy_report` with one live display for quantizing and evaluating; the report written
+    beside when asked (its path checked before minutes of work, not after)."""
     from dataclasses import asdict
 
     from calibration.accuracy import accuracy_report
@@ -60,19 +62,12 @@ def run_accuracy(models, data, size, count, methods, calib_data, target, sensiti
     from runtime.files import check_output_path, write_bytes_atomic, write_json_atomic
 
     if report_path:
-        check_output_path(report_path, force)  # before minutes of work, not after
-    with progress_status("accuracy") as say:  # one live display for quantizing and evaluating
+        check_output_path(report_path, force)
+    with progress_status("accuracy") as say:
         report = accuracy_report(
-            models,
-            data,
-            size=size,
-            count=count,
-            methods=methods,
-            calib_data=calib_data,
-            target=target,
-            sensitivity=sensitivity,
-            quantize=lambda options: quantize_int8(options, progress=say),
+            quantize=lambda int8_options: quantize_int8(int8_options, progress=say),
             progress=lambda i, n: say(f"evaluating: image {i}/{n}"),
+            **options,
         )
     show_accuracy(report)
     if report_path:

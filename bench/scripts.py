@@ -1,0 +1,30 @@
+"""What the scripts in benchmarks/ share: their common arguments, and the command line their results
+record (relative to the repository, never the machine's own paths)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the source checkout the scripts run from
+
+
+def _names(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def script_parser(doc: str | None, *, work: str | None = None, fusions: bool = True) -> argparse.ArgumentParser:
+    """--output (docs/results), and --work (made models and data, reused) and --fusions where asked."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results", help="where results are written")
+    if work:
+        parser.add_argument("--work", type=Path, default=ROOT / work, help="models and data made on the way")
+    if fusions:
+        parser.add_argument("--fusions", type=_names, default=["hierarchical", "absi"], help="comma-separated")
+    return parser
+
+
+def script_command(script: str, argv: list[str] | None = None) -> str:
+    """How a script in benchmarks/ was run, as its results record it."""
+    return " ".join(["python", f"benchmarks/{Path(script).name}", *(sys.argv[1:] if argv is None else argv)])
