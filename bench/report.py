@@ -216,19 +216,9 @@ class BenchReport:
         return Table("Not run here", ["what", "why"], rows) if rows else None
 
     def tables(self) -> list[Table]:
-        out = [*self.inference_time_tables(), self.integration_table()]
-        out += [
-            t
-            for t in (
-                self.memory_table(),
-                self.params_table(),
-                self.complexity_table(),
-                self.rate_table(),
-                self.skipped_table(),
-            )
-            if t is not None
-        ]
-        return [*out, self.detail_table()]
+        optional = (self.memory_table(), self.params_table(), self.complexity_table(), self.rate_table())
+        optional += (self.skipped_table(),)
+        return [*self.inference_time_tables(), self.integration_table(), *filter(None, optional), self.detail_table()]
 
     # ---- files --------------------------------------------------------------------------
     def markdown(self) -> str:

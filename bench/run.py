@@ -69,9 +69,7 @@ def reference_case(case: Case) -> Case | None:
 
 
 def run_bench(
-    options: BenchOptions,
-    say: Callable[[str], None] = print,
-    progress: Callable[[int, int, str], None] | None = None,
+    options: BenchOptions, say: Callable[[str], None] = print, progress: Callable[[int, int, str], None] | None = None
 ) -> BenchReport:
     options.validate()
     torch_here = has_torch()

@@ -14,14 +14,23 @@ def _names(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def script_parser(doc: str | None, *, work: str | None = None, fusions: bool = True) -> argparse.ArgumentParser:
-    """--output (docs/results), and --work (made models and data, reused) and --fusions where asked."""
+def script_parser(
+    doc: str | None, *, work: str | None = None, fusions: bool = True, timing: bool = False
+) -> argparse.ArgumentParser:
+    """--output (docs/results), and where asked --work (made models and data, reused), --fusions, and
+    the latency settings (--backbone, --size, --threads, --warmup, --iters)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results", help="where results are written")
     if work:
         parser.add_argument("--work", type=Path, default=ROOT / work, help="models and data made on the way")
     if fusions:
         parser.add_argument("--fusions", type=_names, default=["hierarchical", "absi"], help="comma-separated")
+    if timing:
+        parser.add_argument("--backbone", default="pvt_v2_b2")
+        parser.add_argument("--size", type=int, default=352, help="square input side")
+        parser.add_argument("--threads", type=int, default=2)
+        parser.add_argument("--warmup", type=int, default=3)
+        parser.add_argument("--iters", type=int, default=15)
     return parser
 
 

@@ -21,6 +21,7 @@ from bench.scripts import script_command, script_parser
 from calibration.quantize import CALIBRATION_IMAGES
 from runtime.environment import stamp
 from runtime.files import write_bytes_atomic, write_json_atomic
+from runtime.tables import Table
 from runtime.timing import time_interleaved
 
 
@@ -102,12 +103,7 @@ def profile_by_op(path: Path, x: np.ndarray, threads: int, runs: int = 5, warmup
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = script_parser(__doc__, work=".bench-int8")
-    parser.add_argument("--backbone", default="pvt_v2_b2")
-    parser.add_argument("--size", type=int, default=352)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--iters", type=int, default=15)
+    parser = script_parser(__doc__, work=".bench-int8", timing=True)
     parser.add_argument("--method", default="max")
     parser.add_argument("--calib-count", type=int, default=CALIBRATION_IMAGES)
     args = parser.parse_args(argv)
@@ -141,50 +137,49 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.warmup} warm-up; host wall clock per call, input already in memory. INT8: `--target cpu`, "
         f"calibration `{args.method}` on {args.calib_count} synthetic images.",
         "",
-        "| fusion | FP32 median ms | INT8 median ms | speed-up | FP32 p90 ms | INT8 p90 ms | target 1.5x |",
-        "|---|---:|---:|---:|---:|---:|---|",
     ]
+    rows = []
     for fusion in models:
         a, b = stats[f"{fusion}/fp32"], stats[f"{fusion}/int8-cpu"]
         speedup = a["median_ms"] / b["median_ms"]
-        lines.append(
-            f"| {fusion} | {a['median_ms']:.0f} | {b['median_ms']:.0f} | {speedup:.2f}x | "
-            f"{a['p90_ms']:.0f} | {b['p90_ms']:.0f} | {'PASS' if speedup >= 1.5 else 'FAIL'} |"
-        )
+        rows.append([fusion, *(f"{v:.0f}" for v in (a["median_ms"], b["median_ms"])), f"{speedup:.2f}x"])
+        rows[-1] += [f"{a['p90_ms']:.0f}", f"{b['p90_ms']:.0f}", "PASS" if speedup >= 1.5 else "FAIL"]
+    columns = ["fusion", "FP32 median ms", "INT8 median ms", "speed-up", "FP32 p90 ms", "INT8 p90 ms", "target 1.5x"]
+    lines.append(Table("Latency", columns, rows).markdown())
     for fusion, prof in profiles.items():
         fp32_ops, int8_ops = prof["fp32"]["ops"], prof["int8-cpu"]["ops"]
         total = {"fp32": sum(fp32_ops.values()), "int8-cpu": sum(int8_ops.values())}
-        lines += [
-            "",
-            f"## Where the time goes: {fusion} (ms per run by op type, ONNX Runtime profiler, steady state)",
-            "",
-            "| op type | FP32 ms | FP32 share | INT8 ms | INT8 share |",
-            "|---|---:|---:|---:|---:|",
-        ]
         # the top op types of each model, so FP32's Conv/MatMul rows show beside INT8's QLinear ones
         shown = list(dict.fromkeys([*list(int8_ops)[:12], *list(fp32_ops)[:8]]))
-        rest = {"fp32": total["fp32"], "int8-cpu": total["int8-cpu"]}
-        for op in shown:
-            f, q = fp32_ops.get(op, 0.0), int8_ops.get(op, 0.0)
-            rest["fp32"] -= f
-            rest["int8-cpu"] -= q
-            lines.append(f"| {op} | {f:.1f} | {f / total['fp32']:.0%} | {q:.1f} | {q / total['int8-cpu']:.0%} |")
-        lines.append(
-            f"| other op types | {rest['fp32']:.1f} | {rest['fp32'] / total['fp32']:.0%} | "
-            f"{rest['int8-cpu']:.1f} | {rest['int8-cpu'] / total['int8-cpu']:.0%} |"
+        times = [(op, fp32_ops.get(op, 0.0), int8_ops.get(op, 0.0)) for op in shown]
+        times.append(
+            ("other op types", total["fp32"] - sum(t[1] for t in times), total["int8-cpu"] - sum(t[2] for t in times))
         )
-        lines.append(f"| total (kernels) | {total['fp32']:.0f} | | {total['int8-cpu']:.0f} | |")
-        lines.append(f"| wall per profiled run | {prof['fp32']['run_ms']:.0f} | | {prof['int8-cpu']['run_ms']:.0f} | |")
+        rows = [
+            [op, f"{f:.1f}", f"{f / total['fp32']:.0%}", f"{q:.1f}", f"{q / total['int8-cpu']:.0%}"]
+            for op, f, q in times
+        ]
+        rows.append(["total (kernels)", f"{total['fp32']:.0f}", "", f"{total['int8-cpu']:.0f}", ""])
+        rows.append(
+            ["wall per profiled run", f"{prof['fp32']['run_ms']:.0f}", "", f"{prof['int8-cpu']['run_ms']:.0f}", ""]
+        )
+        title = f"Where the time goes: {fusion} (ms per run by op type, ONNX Runtime profiler, steady state)"
+        columns = ["op type", "FP32 ms", "FP32 share", "INT8 ms", "INT8 share"]
+        conversions = [
+            [f"`{pattern}`", str(c["nodes"]), f"{c['ms']:.1f}", f"{c['ms'] / total['int8-cpu']:.0%}"]
+            for pattern, c in list(prof["int8-cpu"]["conversions"].items())[:8]
+        ]
+        note = (
+            f"INT8 conversions left in the {fusion} graph after ONNX Runtime's fusions, by the ops they sit between "
+            "(producer -> Q/DQ -> readers; the float islands that remain)"
+        )
+        columns2 = ["conversion", "nodes", "ms per run", "share of INT8 kernels"]
         lines += [
             "",
-            f"INT8 conversions left in the {fusion} graph after ONNX Runtime's fusions, by the ops they sit "
-            "between (producer -> Q/DQ -> readers; the float islands that remain):",
+            Table(title, columns, rows).markdown(),
             "",
-            "| conversion | nodes | ms per run | share of INT8 kernels |",
-            "|---|---:|---:|---:|",
+            Table("Q/DQ left", columns2, conversions, note).markdown(),
         ]
-        for pattern, c in list(prof["int8-cpu"]["conversions"].items())[:8]:
-            lines.append(f"| `{pattern}` | {c['nodes']} | {c['ms']:.1f} | {c['ms'] / total['int8-cpu']:.0%} |")
     md = "\n".join(lines) + "\n"
     stem = args.output / f"int8-cpu-{args.backbone}"
     write_bytes_atomic(stem.with_suffix(".md"), md.encode())

@@ -101,20 +101,8 @@ def survey(backbone: str, work: Path, calib: Path, count: int) -> tuple[list[Tab
             precision_tables.append(table)
     builds = Table(
         f"{backbone}: TensorRT-RTX builds (profile 1x3x128x128 .. 1x3x1024x1024, opt 352)",
-        [
-            "fusion",
-            "precision",
-            "parses",
-            "network layers",
-            "engine layers",
-            "compute layers by precision",
-            "fused attention",
-            "build s",
-            "engine",
-            "activations",
-            "weights",
-            "warnings",
-        ],
+        ["fusion", "precision", "parses", "network layers", "engine layers", "compute layers by precision"]
+        + ["fused attention", "build s", "engine", "activations", "weights", "warnings"],
         rows,
         "Activation memory is for the profile's largest shape. 'int8': the TensorRT INT8 layout (Q/DQ on "
         "Conv/MatMul/Gemm inputs, unquantized layers in FP16); 'int8 (fp32 islands)': the same Q/DQ with the "

@@ -83,9 +83,6 @@ class VariantScores:
     prob_mae: float = 0.0
     ground_truth: dict = field(default_factory=dict)
 
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
 
 @dataclass
 class AccuracyReport:

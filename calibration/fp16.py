@@ -16,23 +16,12 @@ log = logging.getLogger("msdeploy")
 
 # Kept in FP32: numerically sensitive ops (accumulations, exponentials, normalisations) and ops whose
 # FP16 kernels are missing or lossy (Resize), plus onnxconverter-common's own defaults.
+# fmt: off
 FP32_OPS = (
-    "LayerNormalization",
-    "BatchNormalization",
-    "InstanceNormalization",
-    "GroupNormalization",
-    "Softmax",
-    "ReduceMean",
-    "ReduceMax",
-    "ReduceSum",
-    "ReduceL2",
-    "GlobalAveragePool",
-    "Pow",
-    "Sqrt",
-    "Exp",
-    "Log",
-    "Resize",
+    "LayerNormalization", "BatchNormalization", "InstanceNormalization", "GroupNormalization", "Softmax",
+    "ReduceMean", "ReduceMax", "ReduceSum", "ReduceL2", "GlobalAveragePool", "Pow", "Sqrt", "Exp", "Log", "Resize",
 )
+# fmt: on
 
 
 def _detach_consumed_outputs(model) -> None:

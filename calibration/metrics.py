@@ -47,12 +47,7 @@ class SegmentationMetrics:
 
     def __init__(self) -> None:
         sod = _sod()
-        self._meters = {
-            "sm": sod.Smeasure(),
-            "em": sod.Emeasure(),
-            "wfm": sod.WeightedFmeasure(),
-            "mae": sod.MAE(),
-        }
+        self._meters = {"sm": sod.Smeasure(), "em": sod.Emeasure(), "wfm": sod.WeightedFmeasure(), "mae": sod.MAE()}
         self._ious: list[float] = []
 
     def add(self, prob: np.ndarray, gt: np.ndarray) -> None:

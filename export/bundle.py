@@ -199,12 +199,7 @@ def _variant(options: BundleOptions, fp32: Path, precision: str, say: Callable[[
 
 def build_command(model_name: str, profile, options: BundleOptions) -> str:
     engine = model_name[: -len(".onnx")] + ".engine"
-    parts = [
-        "msdeploy",
-        "export",
-        "engine",
-        model_name,
-    ]
+    parts = ["msdeploy", "export", "engine", model_name]
     if options.dla_core is None:
         parts += ["--min-shape", format_shape(profile.min), "--opt-shape", format_shape(profile.opt)]
         parts += ["--max-shape", format_shape(profile.max)]

@@ -185,9 +185,7 @@ class BuildReport:
         else:
             parts += [f"Per-layer listing: {self.layer_note or 'not given by the builder'}.", ""]
         warnings = Table(
-            "Builder warnings",
-            ["warning", "times"],
-            [[w.replace("|", "\\|"), str(n)] for w, n in self.warnings],
+            "Builder warnings", ["warning", "times"], [[w.replace("|", "\\|"), str(n)] for w, n in self.warnings]
         )
         parts += [warnings.markdown() if self.warnings else "### Builder warnings\n\nNone.", ""]
         return "\n".join(parts)

@@ -19,6 +19,7 @@ from runtime.metadata import ModelMetadata, check_model_output, model_sha256, si
 
 log = logging.getLogger("msdeploy")
 
+
 @dataclasses.dataclass
 class PrecisionResult:
     path: Path

@@ -251,9 +251,8 @@ def _checked_profile(meta: ModelMetadata, profile: Profile) -> Profile:
 
 def default_engine_path(model: Path, precision: str, graph_precision: str) -> Path:
     """model.onnx -> model.engine; an FP32 model lowered by the builder -> model.fp16.engine."""
-    stem = model.name[: -len(".onnx")] if model.name.endswith(".onnx") else model.stem
     suffix = f".{precision}" if precision != graph_precision else ""
-    return model.with_name(f"{stem}{suffix}.engine")
+    return model.with_name(f"{model.stem}{suffix}.engine")
 
 
 def make_calibrator(

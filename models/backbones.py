@@ -30,11 +30,7 @@ def _family(prefix: str, names: list[str], out_indices: tuple[int, ...]) -> dict
 
 BACKBONES: dict[str, BackboneSpec] = {
     **_family("pvt_v2", [f"pvt_v2_b{i}" for i in range(6)], (0, 1, 2, 3)),
-    **_family(
-        "edgenext",
-        ["edgenext_xx_small", "edgenext_x_small", "edgenext_small", "edgenext_base"],
-        (0, 1, 2, 3),
-    ),
+    **_family("edgenext", ["edgenext_xx_small", "edgenext_x_small", "edgenext_small", "edgenext_base"], (0, 1, 2, 3)),
     **_family("resnet", ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"], (1, 2, 3, 4)),
 }
 
@@ -47,11 +43,7 @@ def backbone_names() -> list[str]:
 
 
 def create_backbone(
-    name: str,
-    pretrained: bool = False,
-    weights: str | Path | None = None,
-    *,
-    exportable: bool = False,
+    name: str, pretrained: bool = False, weights: str | Path | None = None, *, exportable: bool = False
 ) -> nn.Module:
     """Build a timm feature backbone returning a list of four maps (strides 4, 8, 16, 32).
 

@@ -19,7 +19,6 @@ from runtime.runner import Runner, TensorSpec
 
 MASK_OUTPUT = "mask_logits"
 FEATURE_OUTPUTS = ("fused_s4", "fused_s8", "fused_s16", "fused_s32")
-_DTYPES = {torch.float32: np.float32, torch.float16: np.float16}
 
 
 def output_names(features: bool) -> list[str]:
@@ -53,9 +52,9 @@ class TorchRunner(Runner):
             self.module.half()
         self.backend = "torch-cpu" if device == "cpu" else "torch-cuda"
         self._float64: nn.Module | None = None
-        self._inputs = [TensorSpec("image", ("batch", 3, "height", "width"), np.dtype(np.float32))]
+        self.inputs = [TensorSpec("image", ("batch", 3, "height", "width"), np.dtype(np.float32))]
         names = output_names(features) if isinstance(module, MultiScaleCODNet) else ["output"]
-        self._outputs = [TensorSpec(n, ("batch", None, None, None), np.dtype(np.float32)) for n in names]
+        self.outputs = [TensorSpec(n, ("batch", None, None, None), np.dtype(np.float32)) for n in names]
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = torch.from_numpy(feed["image"]).to(self.device, self.dtype)
@@ -68,7 +67,7 @@ class TorchRunner(Runner):
         return self._run(self._float64, torch.from_numpy(np.asarray(x)).double())
 
     def _named(self, outputs: list[np.ndarray]) -> dict[str, np.ndarray]:
-        names = [o.name for o in self._outputs]
+        names = [o.name for o in self.outputs]
         if len(outputs) != len(names):  # a generic module with several outputs
             names = [f"output_{i}" for i in range(len(outputs))]
         return dict(zip(names, outputs))

@@ -29,16 +29,11 @@ from runtime.tensorrt_common import TARGETS as TENSORRT_TARGETS
 from serving.model_repository import INSTANCE_KINDS, TRITON_BACKENDS
 
 # the [export] extra's modules: a command that needs one on a runtime-only install says which extra to add
+# fmt: off
 DESKTOP_MODULES = {
-    "torch",
-    "timm",
-    "onnx",
-    "onnxscript",
-    "onnxslim",
-    "onnxconverter_common",
-    "safetensors",
-    "py_sod_metrics",
+    "torch", "timm", "onnx", "onnxscript", "onnxslim", "onnxconverter_common", "safetensors", "py_sod_metrics",
 }
+# fmt: on
 
 
 class ReportedError(click.ClickException):
@@ -108,20 +103,19 @@ NAMES = CommaList()
 INTS = CommaList(int, "integers")
 FLOATS = CommaList(float, "numbers")
 SIZES = CommaList(_size, "sizes like 352 or 320x240")
-FUSION_OPTION = click.option("--fusion", type=click.Choice(FUSION_NAMES), default="hierarchical", show_default=True)
+FILE = click.Path(dir_okay=False, path_type=Path)
+FOLDER = click.Path(file_okay=False, path_type=Path)
+FUSION_OPTION = click.option("--fusion", type=click.Choice(FUSION_NAMES), default="hierarchical")
 FUSIONS_OPTION = click.option(
-    "--fusion",
-    "fusions",
-    type=NAMES,
-    default="hierarchical,absi",
-    show_default=True,
-    help="Comma-separated fusion modes.",
+    "--fusion", "fusions", type=NAMES, default="hierarchical,absi", help="Comma-separated fusion modes."
 )
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
+)
 @click.version_option(__version__, "--version", prog_name="msdeploy")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-v", "--verbose", count=True, show_default=False, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
     """Ship the multi-scale camouflaged-object-detection network: export, quantize, compile, run
     and measure it on CPUs, GPUs, Jetson boards and inference servers."""
@@ -139,14 +133,8 @@ def info(as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--backbone", default="pvt_v2_b2", show_default=True, help="timm backbone name.")
-@click.option(
-    "--scales",
-    default="0.5,1.0,1.5",
-    show_default=True,
-    type=FLOATS,
-    help="Comma-separated scales, must contain 1.0.",
-)
+@click.option("--backbone", default="pvt_v2_b2", help="timm backbone name.")
+@click.option("--scales", default="0.5,1.0,1.5", type=FLOATS, help="Comma-separated scales, must contain 1.0.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def params(backbone: str, scales: tuple[float, ...], as_json: bool) -> None:
     """Parameter count per component, beside the guide's claims."""
@@ -156,20 +144,13 @@ def params(backbone: str, scales: tuple[float, ...], as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--backbone", default="pvt_v2_b0", show_default=True, help="timm backbone name.")
+@click.option("--backbone", default="pvt_v2_b0", help="timm backbone name.")
 @FUSIONS_OPTION
-@click.option(
-    "--sizes",
-    default="256,320,352,416",
-    show_default=True,
-    type=INTS,
-    help="Comma-separated square input sizes.",
-)
+@click.option("--sizes", default="256,320,352,416", type=INTS, help="Comma-separated square input sizes.")
 @click.option(
     "--output-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=FOLDER,
     default=Path("demo-output"),
-    show_default=True,
     help="Where the demo writes its models (reused on the next run).",
 )
 @click.option("--force", is_flag=True, help="Export again even if the demo folder holds the models.")
@@ -196,27 +177,17 @@ def export() -> None:
 
 @export.command("onnx")
 @FUSION_OPTION
-@click.option("--backbone", default="pvt_v2_b2", show_default=True, help="timm backbone name.")
-@click.option(
-    "--weights",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Checkpoint of the network (ours or the original).",
-)
-@click.option("--scales", default="0.5,1.0,1.5", show_default=True, type=FLOATS)
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Output file [default: BACKBONE_FUSION.onnx].",
-)
-@click.option("--opset", type=int, default=20, show_default=True, help="ONNX opset.")
+@click.option("--backbone", default="pvt_v2_b2", help="timm backbone name.")
+@click.option("--weights", type=FILE, help="Checkpoint of the network (ours or the original).")
+@click.option("--scales", default="0.5,1.0,1.5", type=FLOATS)
+@click.option("-o", "--output", type=FILE, help="Output file [default: BACKBONE_FUSION.onnx].")
+@click.option("--opset", type=int, default=20, help="ONNX opset.")
 @click.option("--static", callback=_parse_hw, metavar="HxW", help="Fix the spatial size (batch stays dynamic).")
 @click.option("--features", is_flag=True, help="Also output the four fused feature maps.")
-@click.option("--simplify/--no-simplify", default=True, show_default=True, help="Simplify with onnxslim.")
+@click.option("--simplify/--no-simplify", default=True, help="Simplify with onnxslim.")
 @click.option(
     "--rewrite/--no-rewrite",
     default=True,
-    show_default=True,
     help="Export a rewritten copy that runs faster (channels-first PVT MLPs, BatchNorm folded); "
     "still checked against the original model.",
 )
@@ -230,27 +201,26 @@ def export_onnx_cmd(**options) -> None:
     run_export_onnx(ExportOptions(**options))
 
 
-def _parse_shape(ctx, param, value: str | None) -> tuple[int, ...] | None:
-    from export.tensorrt_build import parse_shape
+def _library_parser(name: str):
+    """A click callback around a parser of export.tensorrt_build (imported when used: torch-free)."""
 
-    try:
-        return None if value is None else parse_shape(value)
-    except MSDeployError as exc:
-        raise click.BadParameter(str(exc)) from None
+    def parse(ctx, param, value: str | None):
+        from export import tensorrt_build
+
+        try:
+            return None if value is None else getattr(tensorrt_build, name)(value)
+        except MSDeployError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return parse
 
 
-def _parse_bytes(ctx, param, value: str | None) -> int | None:
-    from export.tensorrt_build import parse_size
-
-    try:
-        return None if value is None else parse_size(value)
-    except MSDeployError as exc:
-        raise click.BadParameter(str(exc)) from None
+_parse_shape, _parse_bytes = _library_parser("parse_shape"), _library_parser("parse_size")
 
 
 def _profile_batch_option(help_text: str):
     """--batch for the commands that lay out a TensorRT optimization profile."""
-    return click.option("--batch", "batches", default="1", show_default=True, type=INTS, help=help_text)
+    return click.option("--batch", "batches", default="1", type=INTS, help=help_text)
 
 
 def _parse_compute_capabilities(ctx, param, value: str | None) -> tuple[str, ...]:
@@ -263,13 +233,11 @@ def _parse_compute_capabilities(ctx, param, value: str | None) -> tuple[str, ...
 
 
 def _board_option(help_text: str, default: str | None = None):
-    return click.option(
-        "--board", type=click.Choice(list(BOARDS)), default=default, show_default=default is not None, help=help_text
-    )
+    return click.option("--board", type=click.Choice(list(BOARDS)), default=default, help=help_text)
 
 
 @export.command("engine")
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model", type=FILE)
 @click.option(
     "--target",
     type=click.Choice(list(TENSORRT_TARGETS)),
@@ -303,27 +271,17 @@ def _board_option(help_text: str, default: str | None = None):
     "an engine over it is refused [default: the --board's, else a share of this GPU's memory].",
 )
 @click.option("--report", is_flag=True, help="Also write ENGINE.report.md/.json: per-layer precision, warnings.")
-@click.option(
-    "--timing-cache",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="tensorrt: [default: msdeploy.timing-cache beside the engine]",
-)
+@click.option("--timing-cache", type=FILE, help="tensorrt: [default: msdeploy.timing-cache beside the engine]")
 @click.option("--workspace", callback=_parse_bytes, metavar="SIZE", help="Builder workspace limit, e.g. 4G.")
 @click.option("--opt-level", type=click.IntRange(0, 5), help="Builder optimization level (TensorRT default 3).")
 @click.option(
     "--dla-core", type=int, help="Run on this DLA core (Jetson) at one fixed input shape, GPU fallback for the rest."
 )
-@click.option(
-    "--calib-data", type=click.Path(file_okay=False, path_type=Path), help="Images for implicit INT8 (TensorRT 10)."
-)
-@click.option("--calib-count", type=int, default=CALIBRATION_IMAGES, show_default=True)
-@click.option(
-    "--calib-cache", type=click.Path(dir_okay=False, path_type=Path), help="Implicit INT8 cache [MODEL.onnx.calib-...]."
-)
+@click.option("--calib-data", type=FOLDER, help="Images for implicit INT8 (TensorRT 10).")
+@click.option("--calib-count", type=int, default=CALIBRATION_IMAGES)
+@click.option("--calib-cache", type=FILE, help="Implicit INT8 cache [MODEL.onnx.calib-...].")
 @click.option("--recalibrate", is_flag=True, help="Replace the implicit INT8 cache.")
-@click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Engine file [default: MODEL.engine]."
-)
+@click.option("-o", "--output", type=FILE, help="Engine file [default: MODEL.engine].")
 @click.option("--force", is_flag=True, help="Overwrite an existing engine.")
 def export_engine_cmd(model: Path, **options) -> None:
     """Build a TensorRT or TensorRT-RTX engine from an ONNX model of ours, with a JSON sidecar (builder
@@ -336,7 +294,7 @@ def export_engine_cmd(model: Path, **options) -> None:
 
 
 @export.command("bundle")
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model", type=FILE)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The bundle folder to write.")
 @click.option(
     "--precision",
@@ -350,14 +308,10 @@ def export_engine_cmd(model: Path, **options) -> None:
     type=click.Choice(PRECISIONS),
     help="The variant build_engine.sh compiles on the board [default: fp16 when bundled, else fp32].",
 )
-@click.option("--calib-data", type=click.Path(file_okay=False, path_type=Path), help="INT8: calibration images.")
-@click.option("--calib-count", type=int, default=CALIBRATION_IMAGES, show_default=True, help="INT8: images used.")
-@click.option("--method", type=click.Choice(CALIBRATION_METHODS), default=CALIBRATION_METHOD, show_default=True)
-@click.option(
-    "--weights",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The checkpoint MODEL was exported from (FP16 check).",
-)
+@click.option("--calib-data", type=FOLDER, help="INT8: calibration images.")
+@click.option("--calib-count", type=int, default=CALIBRATION_IMAGES, help="INT8: images used.")
+@click.option("--method", type=click.Choice(CALIBRATION_METHODS), default=CALIBRATION_METHOD)
+@click.option("--weights", type=FILE, help="The checkpoint MODEL was exported from (FP16 check).")
 @_profile_batch_option("Batch sizes the engine profile covers.")
 @click.option(
     "--max-size",
@@ -369,7 +323,7 @@ def export_engine_cmd(model: Path, **options) -> None:
 @click.option(
     "--dla-core", type=int, help="Build for this DLA core (Orin NX/AGX) at one fixed size, with GPU fallback."
 )
-@click.option("--wheel/--no-wheel", default=True, show_default=True, help="Include the project wheel.")
+@click.option("--wheel/--no-wheel", default=True, help="Include the project wheel.")
 @click.option("--force", is_flag=True, help="Replace an output folder that is not empty.")
 def export_bundle_cmd(workspace, **options) -> None:
     """One folder to copy to a Jetson or server: MODEL (an FP32 ONNX from `export onnx`) with FP16/INT8
@@ -384,33 +338,27 @@ def export_bundle_cmd(workspace, **options) -> None:
 
 
 @export.command("triton")
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--repository", type=click.Path(file_okay=False, path_type=Path), required=True, help="Triton model repository."
-)
+@click.argument("model", type=FILE)
+@click.option("--repository", type=FOLDER, required=True, help="Triton model repository.")
 @click.option("--name", help="Model name in the repository [default: the file's stem].")
 @click.option(
     "--backend",
     type=click.Choice(TRITON_BACKENDS),
     default="native",
-    show_default=True,
     help="native: the model itself (onnxruntime_onnx / tensorrt_plan), tensors in and out, for NGC containers; "
     "python: our runtime in Triton's Python backend, encoded image in, mask out (serves on a CPU with "
     "`msdeploy serve`).",
 )
-@click.option("--max-batch-size", type=int, default=8, show_default=True, help="0 disables batching (native only).")
-@click.option("--instances", type=int, default=1, show_default=True, help="Model instances (instance_group count).")
+@click.option("--max-batch-size", type=int, default=8, help="0 disables batching (native only).")
+@click.option("--instances", type=int, default=1, help="Model instances (instance_group count).")
 @click.option(
     "--kind",
     type=click.Choice(INSTANCE_KINDS),
     default="auto",
-    show_default=True,
     help="Instance kind; auto: cpu for a Python-backend ONNX model, else gpu.",
 )
-@click.option("--dynamic-batching/--no-dynamic-batching", default=True, show_default=True)
-@click.option(
-    "--queue-delay-us", type=int, default=100, show_default=True, help="Longest wait to form a dynamic batch."
-)
+@click.option("--dynamic-batching/--no-dynamic-batching", default=True)
+@click.option("--queue-delay-us", type=int, default=100, help="Longest wait to form a dynamic batch.")
 @click.option(
     "--python-env",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
@@ -422,7 +370,7 @@ def export_bundle_cmd(workspace, **options) -> None:
     help="Python backend: run in the server's own Python (an NGC image with multiscale-deploy[runtime] installed).",
 )
 @click.option("--threads", type=int, help="Python backend: ONNX Runtime threads per instance.")
-@click.option("--threshold", type=float, default=0.5, show_default=True, help="Python backend: mask threshold.")
+@click.option("--threshold", type=float, default=0.5, help="Python backend: mask threshold.")
 @click.option("--force", is_flag=True, help="Replace a model of the same name in the repository.")
 def export_triton_cmd(**options) -> None:
     """Add MODEL (an .onnx or TensorRT .engine of ours) to a Triton model repository: config.pbtxt
@@ -441,23 +389,20 @@ def export_triton_cmd(**options) -> None:
 @main.command()
 @click.option(
     "--repository",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=FOLDER,
     required=True,
     help="Model repository written by `msdeploy export triton --backend python`.",
 )
-@click.option("--http-port", type=int, default=8000, show_default=True)
-@click.option("--grpc-port", type=int, default=8001, show_default=True)
+@click.option("--http-port", type=int, default=8000)
+@click.option("--grpc-port", type=int, default=8001)
 @click.option(
     "--host",
     default="127.0.0.1",
-    show_default=True,
     help="Address to listen on; loopback by default (put a proxy or load balancer in front to expose it).",
 )
-@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for readiness.")
-@click.option(
-    "--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Keep the server's log here (appended to)."
-)
-@click.option("--log-verbose", type=int, default=0, show_default=True, help="Triton's log verbosity.")
+@click.option("--timeout", type=float, default=120.0, help="Seconds to wait for readiness.")
+@click.option("--log-file", type=FILE, help="Keep the server's log here (appended to).")
+@click.option("--log-verbose", type=int, default=0, help="Triton's log verbosity.")
 def serve(timeout, **options) -> None:
     """Serve a model repository with the tritonserver bundled in nvidia-pytriton (CPU, Python backend)
     until Ctrl-C; stops cleanly, leaving no processes or shared memory behind.
@@ -473,25 +418,10 @@ def serve(timeout, **options) -> None:
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--sizes",
-    default="256,320,352,416",
-    show_default=True,
-    type=SIZES,
-    help="Input sizes: 352 or HxW, comma-separated.",
-)
-@click.option(
-    "--batch",
-    "batches",
-    default="1,2",
-    show_default=True,
-    type=INTS,
-    help="Batch sizes, comma-separated.",
-)
-@click.option(
-    "--weights", type=click.Path(dir_okay=False, path_type=Path), help="The checkpoint the model was exported from."
-)
+@click.argument("model", type=FILE)
+@click.option("--sizes", default="256,320,352,416", type=SIZES, help="Input sizes: 352 or HxW, comma-separated.")
+@click.option("--batch", "batches", default="1,2", type=INTS, help="Batch sizes, comma-separated.")
+@click.option("--weights", type=FILE, help="The checkpoint the model was exported from.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def parity(model, sizes, batches, weights, as_json) -> None:
     """Run MODEL and the PyTorch network on the same inputs; per output and size: errors, cosine,
@@ -503,7 +433,7 @@ def parity(model, sizes, batches, weights, as_json) -> None:
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model", type=FILE)
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS[1:]),
@@ -517,15 +447,10 @@ def parity(model, sizes, batches, weights, as_json) -> None:
     "--method",
     type=click.Choice(CALIBRATION_METHODS),
     default=CALIBRATION_METHOD,
-    show_default=True,
     help="INT8: how activation ranges are chosen from the calibration data.",
 )
-@click.option(
-    "--calib-count", type=int, default=CALIBRATION_IMAGES, show_default=True, help="INT8: images (a seeded subset)."
-)
-@click.option(
-    "--seed", type=int, default=CALIBRATION_SEED, show_default=True, help="INT8: seed of the calibration subset."
-)
+@click.option("--calib-count", type=int, default=CALIBRATION_IMAGES, help="INT8: images (a seeded subset).")
+@click.option("--seed", type=int, default=CALIBRATION_SEED, help="INT8: seed of the calibration subset.")
 @click.option("--size", callback=_parse_hw, metavar="HxW", help="INT8: calibration input size [default: the model's].")
 @click.option(
     "--exclude",
@@ -543,7 +468,6 @@ def parity(model, sizes, batches, weights, as_json) -> None:
     "--target",
     type=click.Choice(tuple(INT8_LAYOUTS)),
     default="tensorrt",
-    show_default=True,
     help="INT8 layout: TensorRT's (symmetric, Q/DQ on Conv/MatMul/Gemm inputs) or ONNX Runtime CPU's "
     "fastest (uint8 activations).",
 )
@@ -555,19 +479,14 @@ def parity(model, sizes, batches, weights, as_json) -> None:
 )
 @click.option(
     "--calib-cache",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="INT8: calibration cache [default: MODEL.calib-METHOD.json]. Reused when it matches.",
 )
 @click.option("--recalibrate", is_flag=True, help="INT8: calibrate again and replace the cache.")
 @click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Output file [default: MODEL.fp16.onnx, MODEL.int8.onnx, MODEL.int8-cpu.onnx].",
+    "-o", "--output", type=FILE, help="Output file [default: MODEL.fp16.onnx, MODEL.int8.onnx, MODEL.int8-cpu.onnx]."
 )
-@click.option(
-    "--weights", type=click.Path(dir_okay=False, path_type=Path), help="FP16: the checkpoint MODEL was exported from."
-)
+@click.option("--weights", type=FILE, help="FP16: the checkpoint MODEL was exported from.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 def quantize(precision, exclude, high_precision, weights, **options) -> None:
     """Write a lower-precision ONNX model (FP32 inputs and outputs), checked before it is written:
@@ -584,13 +503,8 @@ def quantize(precision, exclude, high_precision, weights, **options) -> None:
 
 
 @main.command()
-@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--data",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder with images/ and masks/ (same file names).",
-)
+@click.argument("models", nargs=-1, required=True, type=FILE)
+@click.option("--data", required=True, type=FOLDER, help="Folder with images/ and masks/ (same file names).")
 @click.option("--size", callback=_parse_hw, metavar="HxW", help="Input size [default: the model's].")
 @click.option("--count", type=int, help="Use the first N labelled images.")
 @click.option(
@@ -599,28 +513,12 @@ def quantize(precision, exclude, high_precision, weights, **options) -> None:
     help="Also quantize the first model to INT8 with these calibration methods "
     "(comma-separated, e.g. entropy,max,percentile) and compare them; needs --calib-data.",
 )
+@click.option("--calib-data", type=FOLDER, help="Calibration images for --methods.")
+@click.option("--target", type=click.Choice(tuple(INT8_LAYOUTS)), default="tensorrt", help="INT8 layout for --methods.")
 @click.option(
-    "--calib-data", type=click.Path(file_okay=False, path_type=Path), help="Calibration images for --methods."
+    "--sensitivity", type=int, default=10, help="List the N quantized tensors with the lowest SQNR (0: skip)."
 )
-@click.option(
-    "--target",
-    type=click.Choice(tuple(INT8_LAYOUTS)),
-    default="tensorrt",
-    show_default=True,
-    help="INT8 layout for --methods.",
-)
-@click.option(
-    "--sensitivity",
-    type=int,
-    default=10,
-    show_default=True,
-    help="List the N quantized tensors with the lowest SQNR (0: skip).",
-)
-@click.option(
-    "--report",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the tables as Markdown (and JSON beside).",
-)
+@click.option("--report", type=FILE, help="Also write the tables as Markdown (and JSON beside).")
 @click.option("--force", is_flag=True, help="Overwrite an existing report.")
 def accuracy(report, force, methods, **options) -> None:
     """FP32 vs FP16 vs INT8 on images with ground-truth masks: agreement with the FP32 model (max abs,
@@ -644,19 +542,12 @@ def _parse_pixels(ctx, param, value: str | None) -> int | None:
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model", type=FILE)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path),
-    default="masks",
-    show_default=True,
-    help="Folder for the masks and overlays.",
+    "-o", "--output", type=click.Path(path_type=Path), default="masks", help="Folder for the masks and overlays."
 )
-@click.option(
-    "--threshold", type=float, default=0.5, show_default=True, help="Probability at which a pixel is in the mask."
-)
+@click.option("--threshold", type=float, default=0.5, help="Probability at which a pixel is in the mask.")
 @click.option(
     "--size",
     callback=_parse_hw,
@@ -667,17 +558,15 @@ def _parse_pixels(ctx, param, value: str | None) -> int | None:
     "--backend",
     type=click.Choice((AUTO, *FILE_BACKENDS)),
     default="auto",
-    show_default=True,
     help="auto: ONNX Runtime for .onnx (best provider installed), TensorRT for .engine.",
 )
 @click.option("--threads", type=int, help="ONNX Runtime CPU threads [default: all cores].")
 @click.option("--soft", is_flag=True, help="Write probability maps (grey levels) instead of binary masks.")
-@click.option("--overlay/--no-overlay", default=True, show_default=True, help="Also write NAME_overlay.png.")
+@click.option("--overlay/--no-overlay", default=True, help="Also write NAME_overlay.png.")
 @click.option(
     "--max-pixels",
     callback=_parse_pixels,
     default="50M",
-    show_default=True,
     help="Larger images are decoded at 1/2-1/8 scale (JPEG) or skipped, so memory stays bounded; 'none' lifts it.",
 )
 @click.option("--force", is_flag=True, help="Write into an output folder that is not empty.")
@@ -700,15 +589,11 @@ def data() -> None:
 
 
 @data.command("synth")
-@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--count", type=int, default=100, show_default=True)
-@click.option("--size", callback=_parse_hw, default="352", show_default=True, metavar="HxW")
+@click.argument("folder", type=FOLDER)
+@click.option("--count", type=int, default=100)
+@click.option("--size", callback=_parse_hw, default="352", metavar="HxW")
 @click.option(
-    "--seed",
-    type=int,
-    default=10000,
-    show_default=True,
-    help="10000 is the demo checkpoint's held-out set; training used other seeds.",
+    "--seed", type=int, default=10000, help="10000 is the demo checkpoint's held-out set; training used other seeds."
 )
 @click.option("--force", is_flag=True, help="Write into a folder that is not empty.")
 def data_synth(folder, count, size, seed, force) -> None:
@@ -723,38 +608,36 @@ def data_synth(folder, count, size, seed, force) -> None:
 
 @main.command("train-demo")
 @FUSION_OPTION
-@click.option("--steps", type=int, default=600, show_default=True, help="Optimizer steps.")
-@click.option("--batch", type=int, default=8, show_default=True, help="Images per step.")
-@click.option("--lr", type=float, default=6e-4, show_default=True, help="Peak learning rate (AdamW, cosine decay).")
+@click.option("--steps", type=int, default=600, help="Optimizer steps.")
+@click.option("--batch", type=int, default=8, help="Images per step.")
+@click.option("--lr", type=float, default=6e-4, help="Peak learning rate (AdamW, cosine decay).")
 @click.option(
     "--init-from",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Start the shared parts (all but the fusion units) from another demo checkpoint.",
 )
-@click.option("--held-out", type=int, default=100, show_default=True, help="Held-out images scored at the end.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--held-out", type=int, default=100, help="Held-out images scored at the end.")
+@click.option("--seed", type=int, default=0)
 @click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Output .safetensors [default: the packaged demo checkpoint, models/weights/].",
+    "-o", "--output", type=FILE, help="Output .safetensors [default: the packaged demo checkpoint, models/weights/]."
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing checkpoint.")
-def train_demo_cmd(fusion, steps, batch, lr, init_from, held_out, seed, output, force) -> None:
+def train_demo_cmd(output, force, **config) -> None:
     """Train the small demo checkpoint (pvt_v2_b0) on synthetic camouflage images, on the CPU.
     Writes FP16 weights and a training log with held-out metrics."""
     from msdeploy.commands.model import run_train_demo
+    from workflows.train_demo import TrainConfig
 
-    run_train_demo(fusion, steps, batch, lr, init_from, held_out, seed, output, force)
+    run_train_demo(TrainConfig(**config), output, force)
 
 
 @main.command()
 @click.option("--gpu", is_flag=True, required=True, help="Verify the TensorRT path (needs TensorRT and a GPU).")
 @FUSIONS_OPTION
-@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default="selftest-work", show_default=True)
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default="docs/results", show_default=True)
-@click.option("--iters", type=int, default=200, show_default=True, help="Timed runs per engine.")
-@click.option("--cuda-graphs/--no-cuda-graphs", default=True, show_default=True)
+@click.option("--work", type=FOLDER, default="selftest-work")
+@click.option("--output", type=FOLDER, default="docs/results")
+@click.option("--iters", type=int, default=200, help="Timed runs per engine.")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=True)
 def selftest(gpu, fusions, work, output, iters, cuda_graphs) -> None:
     """On a machine with TensorRT and a GPU (or a Jetson): build FP32/FP16/INT8 engines of the demo
     checkpoint for each fusion mode, check parity against PyTorch, time them, and write a report to
@@ -777,49 +660,34 @@ def selftest(gpu, fusions, work, output, iters, cuda_graphs) -> None:
     "--backends",
     type=NAMES,
     default="torch-cpu,onnxruntime-cpu",
-    show_default=True,
     help=f"Comma-separated: {', '.join(BACKENDS)}; {' and '.join(BACKEND_FAMILIES)} stand for all of theirs. "
     "What cannot run here is listed with the reason.",
 )
 @click.option(
-    "--precision",
-    "precisions",
-    type=NAMES,
-    default="fp32",
-    show_default=True,
-    help=f"Comma-separated: {', '.join(PRECISIONS)}.",
+    "--precision", "precisions", type=NAMES, default="fp32", help=f"Comma-separated: {', '.join(PRECISIONS)}."
 )
 @FUSIONS_OPTION
-@click.option("--sizes", type=INTS, default="256,320,352,416", show_default=True, help="Square input sides.")
-@click.option("--batch", "batches", type=INTS, default="1", show_default=True, help="Comma-separated batch sizes.")
-@click.option("--backbone", default="pvt_v2_b2", show_default=True, help="timm backbone (with --models: filter).")
-@click.option(
-    "--weights",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Checkpoint (default: random init; speed is the same).",
-)
+@click.option("--sizes", type=INTS, default="256,320,352,416", help="Square input sides.")
+@click.option("--batch", "batches", type=INTS, default="1", help="Comma-separated batch sizes.")
+@click.option("--backbone", default="pvt_v2_b2", help="timm backbone (with --models: filter).")
+@click.option("--weights", type=FILE, help="Checkpoint (default: random init; speed is the same).")
 @click.option(
     "--models",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=FOLDER,
     help="Folder of exported models (.onnx, .engine with sidecars). Needed where PyTorch is not installed.",
 )
 @click.option(
     "--work",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=FOLDER,
     default=".msdeploy-bench",
-    show_default=True,
     help="Where missing ONNX models are exported (needs PyTorch); reused by later runs.",
 )
-@click.option("--warmup", type=int, default=3, show_default=True, help="Untimed rounds first.")
-@click.option("--iters", type=int, default=10, show_default=True, help="Timed rounds (each model once per round).")
+@click.option("--warmup", type=int, default=3, help="Untimed rounds first.")
+@click.option("--iters", type=int, default=10, help="Timed rounds (each model once per round).")
 @click.option("--min-time", type=float, help="Also keep timing until each model ran this many seconds.")
 @click.option("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime [their default: all cores].")
-@click.option("--tables/--no-tables", default=True, show_default=True, help="Parameter, GFLOPs and memory tables.")
-@click.option(
-    "--output",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Write bench-BACKBONE.md/.csv/.json/.png into this folder.",
-)
+@click.option("--tables/--no-tables", default=True, help="Parameter, GFLOPs and memory tables.")
+@click.option("--output", type=FOLDER, help="Write bench-BACKBONE.md/.csv/.json/.png into this folder.")
 @click.option("--detail", is_flag=True, help="Also print every statistic of every measurement.")
 @click.option("--force", is_flag=True, help="Overwrite an existing report in --output.")
 def bench(output, detail, force, iters, **options) -> None:

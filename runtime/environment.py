@@ -16,22 +16,13 @@ import sys
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
+# the versions a result records; nvidia-pytriton bundles tritonserver (msdeploy serve)
+# fmt: off
 PACKAGES = (
-    "multiscale-deploy",
-    "numpy",
-    "torch",
-    "timm",
-    "onnx",
-    "onnxruntime",
-    "onnxruntime-gpu",
-    "onnxscript",
-    "tensorrt",
-    "tensorrt-rtx-cu12",
-    "polygraphy",
-    "nvidia-modelopt",
-    "nvidia-pytriton",  # bundles tritonserver (msdeploy serve)
-    "tritonclient",
+    "multiscale-deploy", "numpy", "torch", "timm", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript",
+    "tensorrt", "tensorrt-rtx-cu12", "polygraphy", "nvidia-modelopt", "nvidia-pytriton", "tritonclient",
 )
+# fmt: on
 
 
 def package_version(name: str) -> str | None:

@@ -131,8 +131,7 @@ def read_model_metadata(model_path: str | Path) -> tuple[ModelMetadata, dict]:
 def variant_path(model_path: str | Path, precision: str) -> Path:
     """model.onnx -> model.<precision>.onnx (precision may carry a variant: 'int8-cpu')."""
     model_path = Path(model_path)
-    stem = model_path.name[: -len(".onnx")] if model_path.name.endswith(".onnx") else model_path.stem
-    return model_path.with_name(f"{stem}.{precision}.onnx")
+    return model_path.with_name(f"{model_path.stem}.{precision}.onnx")
 
 
 def model_sha256(model_path: str | Path) -> str:

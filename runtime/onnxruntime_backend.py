@@ -58,12 +58,12 @@ class OnnxRuntimeRunner(Runner):
         props = self.session.get_modelmeta().custom_metadata_map
         metadata = ModelMetadata.from_props(props, path) if "format" in props else None
         super().__init__(path, metadata)
-        self._inputs = [_spec(i) for i in self.session.get_inputs()]
-        self._outputs = [_spec(o) for o in self.session.get_outputs()]
+        self.inputs = [_spec(i) for i in self.session.get_inputs()]
+        self.outputs = [_spec(o) for o in self.session.get_outputs()]
         self.providers = self.session.get_providers()
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = [o.name for o in self._outputs]
+        names = [o.name for o in self.outputs]
         return dict(zip(names, self.session.run(names, feed)))
 
     def close(self) -> None:

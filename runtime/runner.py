@@ -46,16 +46,8 @@ class Runner(ABC):
         return self.metadata
 
     # set by each backend from the model it loaded
-    _inputs: list[TensorSpec]
-    _outputs: list[TensorSpec]
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
 
     def max_batch(self) -> int | None:
         """The largest batch the model takes in one call (None: any)."""

@@ -73,12 +73,7 @@ class TensorRTRunner(Runner):
     backend = "tensorrt"
 
     def __init__(
-        self,
-        path: str,
-        *,
-        cuda_graphs: bool = False,
-        trt: ModuleType | None = None,
-        cuda: CudaApi | None = None,
+        self, path: str, *, cuda_graphs: bool = False, trt: ModuleType | None = None, cuda: CudaApi | None = None
     ) -> None:
         metadata, sidecar = read_engine_sidecar(path)
         super().__init__(path, metadata)
@@ -100,24 +95,24 @@ class TensorRTRunner(Runner):
             self.context = self._context_with_runtime_cache()
         else:
             self.context = self.engine.create_execution_context()
-        self._inputs: list[TensorSpec] = []
-        self._outputs: list[TensorSpec] = []
+        self.inputs: list[TensorSpec] = []
+        self.outputs: list[TensorSpec] = []
         self.profile: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {}
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
             dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
             shape = tuple(None if d < 0 else d for d in dims(self.engine.get_tensor_shape(name)))
             if self.engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT:
-                self._inputs.append(TensorSpec(name, shape, dtype))
+                self.inputs.append(TensorSpec(name, shape, dtype))
                 lo, opt, hi = self.engine.get_tensor_profile_shape(name, 0)
                 self.profile[name] = (dims(lo), dims(opt), dims(hi))
             else:
-                self._outputs.append(TensorSpec(name, shape, dtype))
+                self.outputs.append(TensorSpec(name, shape, dtype))
         self.cuda_graphs = cuda_graphs
         self.stream = self.cuda.stream_create()
         self._closed = False
         self._start, self._end = self.cuda.event_create(), self.cuda.event_create()
-        self._buffers = {spec.name: DeviceBuffer(self.cuda) for spec in (*self._inputs, *self._outputs)}
+        self._buffers = {spec.name: DeviceBuffer(self.cuda) for spec in (*self.inputs, *self.outputs)}
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._graphs: dict[tuple, int] = {}
         self.last_gpu_ms: float | None = None  # GPU time of the last call (CUDA events; no copies)
@@ -226,7 +221,7 @@ class TensorRTRunner(Runner):
                 self.context.set_tensor_address(name, self._buffers[name].ptr)
                 moved = True
         outputs = {}
-        for spec in self._outputs:
+        for spec in self.outputs:
             shape = dims(self.context.get_tensor_shape(spec.name))
             outputs[spec.name] = np.empty(shape, dtype=spec.dtype)
             if self._buffers[spec.name].ensure(outputs[spec.name].nbytes):

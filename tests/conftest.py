@@ -33,20 +33,8 @@ def exported(tmp_path_factory) -> dict[str, Path]:
     procs = {}
     for fusion in EXPORTED_FUSIONS:
         path = out / f"{SMALL_BACKBONE}_{fusion}.onnx"
-        cmd = [
-            sys.executable,
-            "-m",
-            "msdeploy.cli",
-            "export",
-            "onnx",
-            "--backbone",
-            SMALL_BACKBONE,
-            "--fusion",
-            fusion,
-            "--features",
-            "-o",
-            str(path),
-        ]
+        cmd = [sys.executable, "-m", "msdeploy.cli", "export", "onnx", "--backbone", SMALL_BACKBONE]
+        cmd += ["--fusion", fusion, "--features", "-o", str(path)]
         if EXPORT_WEIGHTS[fusion]:
             cmd += ["--weights", str(EXPORT_WEIGHTS[fusion])]
         procs[fusion] = (path, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))

@@ -39,3 +39,8 @@ def copy_model(source: Path, target: Path) -> Path:
     for suffix in ("", ".json"):
         shutil.copy(str(source) + suffix, str(target) + suffix)
     return target
+
+
+def original_rule(side: int, scale: float) -> int:
+    """The original implementation's float size rule (int(H * s) // 32 * 32): what a naive port writes."""
+    return side if scale == 1.0 else max(32, int(side * scale) // 32 * 32)

@@ -204,18 +204,8 @@ def run_selftest(
                     )
                 )
         reference.close()
-    header = [
-        "builder",
-        "fusion",
-        "precision",
-        "parity vs PyTorch",
-        "max abs",
-        "min cosine",
-        "mask IoU vs PyTorch (worst image)",
-        "GPU ms",
-        "end-to-end ms",
-        "build s",
-    ]
+    header = ["builder", "fusion", "precision", "parity vs PyTorch", "max abs", "min cosine"]
+    header += ["mask IoU vs PyTorch (worst image)", "GPU ms", "end-to-end ms", "build s"]
     table = [
         [
             r.builder,

@@ -12,11 +12,7 @@ from runtime.errors import UserError
 def _channel_attention(channels: int) -> nn.Sequential:
     hidden = max(channels // 4, 1)
     return nn.Sequential(
-        nn.AdaptiveAvgPool2d(1),
-        nn.Conv2d(channels, hidden, 1),
-        nn.GELU(),
-        nn.Conv2d(hidden, channels, 1),
-        nn.Sigmoid(),
+        nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, hidden, 1), nn.GELU(), nn.Conv2d(hidden, channels, 1), nn.Sigmoid()
     )
 
 

@@ -8,20 +8,14 @@ from bench.report import BenchReport, check_report_paths
 from msdeploy.output import console, err_console, print_markdown_table, progress_bar
 
 
-def run_bench_command(
-    options, output: Path | None, show_detail: bool = False, latency_only: bool = False, force: bool = False
-) -> BenchReport:
+def run_bench_command(options, output: Path | None, show_detail: bool = False, force: bool = False) -> BenchReport:
     from bench.run import run_bench
 
     if output is not None and options.backbone:
         check_report_paths(output, options.backbone, force)  # before minutes of timing, not after
     with progress_bar("timing", total=1) as update:
-
-        def progress(done: int, total: int, label: str) -> None:
-            update(done, label, total=total)
-
-        report = run_bench(options, say=lambda msg: err_console.log(msg), progress=progress)
-    show_report(report, show_detail, latency_only)
+        report = run_bench(options, say=err_console.log, progress=lambda done, n, label: update(done, label, total=n))
+    show_report(report, show_detail)
     if output is not None:
         written = report.write(output, force)
         for kind, where in written.items():

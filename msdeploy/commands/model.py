@@ -39,12 +39,11 @@ def run_demo_command(options) -> bool:
     return result.passed
 
 
-def run_train_demo(fusion, steps, batch, lr, init_from, held_out, seed, output, force) -> None:
+def run_train_demo(cfg, output, force: bool) -> None:
     from msdeploy.output import progress_bar
-    from workflows.train_demo import TrainConfig, train_demo
+    from workflows.train_demo import train_demo
 
-    cfg = TrainConfig(fusion=fusion, steps=steps, batch=batch, lr=lr, init_from=init_from, held_out=held_out, seed=seed)
-    with progress_bar(f"training {cfg.backbone} {fusion}", steps) as update:
+    with progress_bar(f"training {cfg.backbone} {cfg.fusion}", cfg.steps) as update:
         path, log = train_demo(cfg, output, force=force, progress=lambda i, n, loss: update(i, f"loss {loss:.4f}"))
     console.print(f"wrote {path} and {path.with_suffix('.train.json')} ({log.seconds:.0f} s of training)")
     print_table(

@@ -19,20 +19,11 @@ def run_quantize_fp16(model: str, output, weights, force: bool) -> None:
     )
 
 
-def quantize_with_progress(options):
-    """quantize_int8 with a spinner for the steps and a bar for the calibration images."""
+def run_quantize_int8(options) -> None:
     from calibration.quantize import quantize_int8
 
     with progress_status("quantizing") as say:
-
-        def calib_progress(done: int, total: int) -> None:
-            say(f"calibrating: image {done}/{total}")
-
-        return quantize_int8(options, progress=say, calib_progress=calib_progress)
-
-
-def run_quantize_int8(options) -> None:
-    result = quantize_with_progress(options)
+        result = quantize_int8(options, progress=say, calib_progress=lambda i, n: say(f"calibrating: image {i}/{n}"))
     for path, reason in result.skipped:
         console.print(f"[yellow]skipped[/] {path}: {reason}")
     show_parity(result.parity)
@@ -43,13 +34,6 @@ def run_quantize_int8(options) -> None:
         f"method {options.method}); quantized nodes: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; "
         f"calibration cache {result.cache} {cache_note}"
     )
-
-
-def show_accuracy(report) -> None:
-    for table in report.tables():
-        print_markdown_table(table)
-    for path, reason in report.skipped:
-        console.print(f"[yellow]skipped[/] {path}: {reason}")
 
 
 def run_accuracy(report_path, force: bool, command: str, **options) -> None:
@@ -69,7 +53,10 @@ def run_accuracy(report_path, force: bool, command: str, **options) -> None:
             progress=lambda i, n: say(f"evaluating: image {i}/{n}"),
             **options,
         )
-    show_accuracy(report)
+    for table in report.tables():
+        print_markdown_table(table)
+    for path, reason in report.skipped:
+        console.print(f"[yellow]skipped[/] {path}: {reason}")
     if report_path:
         write_bytes_atomic(report_path, report.markdown(command).encode())
         write_json_atomic(Path(report_path).with_suffix(".json"), {**asdict(report), "command": command})

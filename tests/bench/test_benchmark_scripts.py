@@ -4,7 +4,6 @@ moved or renamed library function breaks a test here instead of the next regener
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
@@ -26,18 +25,7 @@ def test_script_runs_from_anywhere(script, tmp_path):
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "usage:" in run.stdout and "--output" in run.stdout
-
-
-@pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
-def test_script_main_takes_its_arguments(script):
-    """`main(argv)` so a script can be called from Python with its own arguments."""
-    spec = importlib.util.spec_from_file_location(f"bench_script_{script.stem}", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    with pytest.raises(SystemExit) as exit_info:
-        module.main(["--help"])
-    assert exit_info.value.code == 0
-    assert module.__doc__ and "docs/results" in module.__doc__, "the script says what it writes"
+    assert "docs/results" in run.stdout, "the script says what it writes"
 
 
 OURS = ("runtime", "calibration", "models", "export", "bench", "serving", "workflows")

@@ -235,43 +235,15 @@ def test_quantize_and_accuracy_commands(workspace, tensorrt_int8, tmp_path):
     source, data = workspace
     cli = CliRunner()
     out = tmp_path / "cli.int8.onnx"
-    args = [
-        "quantize",
-        str(source),
-        "--precision",
-        "int8",
-        "--calib-data",
-        str(data / "images"),
-        "--method",
-        "max",
-        "--calib-count",
-        "4",
-        "--size",
-        "96",
-        "-o",
-        str(out),
-    ]
+    args = ["quantize", str(source), "--precision", "int8", "--calib-data", str(data / "images"), "--method", "max"]
+    args += ["--calib-count", "4", "--size", "96", "-o", str(out)]
     result = cli.invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "reused (no calibration run)" in result.output and out.exists()
     assert cli.invoke(main, args).exit_code == 2  # exists: refused without --force
     report = tmp_path / "acc.md"
-    result = cli.invoke(
-        main,
-        [
-            "accuracy",
-            str(source),
-            str(out),
-            "--data",
-            str(data),
-            "--size",
-            "96",
-            "--sensitivity",
-            "3",
-            "--report",
-            str(report),
-        ],
-    )
+    accuracy = ["accuracy", str(source), str(out), "--data", str(data), "--size", "96", "--sensitivity", "3"]
+    result = cli.invoke(main, [*accuracy, "--report", str(report)])
     assert result.exit_code == 0, result.output
     for title in ("Agreement with the FP32 model", "Against ground truth", "INT8 sensitivity"):
         assert title in result.output and title in report.read_text()

@@ -100,9 +100,12 @@ def test_user_errors_are_messages_not_tracebacks(args, fragment):
     assert fragment in result.stderr and "Traceback" not in result.stderr
 
 
-def test_base_cli_and_runtime_do_not_import_torch_or_onnx():
+def test_base_cli_and_runtime_do_not_import_torch_or_onnx(exported):
     code = (
-        "import sys, runtime, runtime.environment, msdeploy.cli\n"
+        "import sys, numpy as np, runtime, runtime.environment, msdeploy.cli\n"
+        f"r = runtime.open_runner({str(exported['absi'])!r}, 'onnxruntime-cpu')\n"
+        "assert r.infer(np.zeros((1, 3, 64, 80), np.float32))['mask_logits'].shape == (1, 1, 64, 80)\n"
+        "assert r.metadata.fusion == 'absi'\n"
         "import bench.run, bench.report, bench.file_rows, runtime.memory\n"
         "import runtime.predict, runtime.inference_job, runtime.postprocess, msdeploy.commands.infer\n"
         "import serving.model_repository, export.bundle, export.tensorrt_build\n"

@@ -276,11 +276,8 @@ def test_features_of_the_real_module():
 
 
 def test_every_runner_call_exists_in_the_real_bindings():
-    import re
+    from tests.runtime.test_tensorrt_lean import _calls_on
 
-    import runtime.tensorrt_backend
-
-    source = Path(runtime.tensorrt_backend.__file__).read_text()
     owners = {
         "engine": trt.ICudaEngine,
         "context": trt.IExecutionContext,
@@ -288,7 +285,7 @@ def test_every_runner_call_exists_in_the_real_bindings():
         "_runtime_config": trt.IRuntimeConfig,
         "_runtime_cache": trt.IRuntimeCache,
     }
-    calls = {cls: set(re.findall(rf"self\.{owner}\.(\w+)", source)) for owner, cls in owners.items()}
+    calls = {cls: _calls_on(owner) for owner, cls in owners.items()}
     assert {"create_runtime_config", "create_execution_context"} <= calls[trt.ICudaEngine]
     assert {"create_runtime_cache", "set_runtime_cache"} <= calls[trt.IRuntimeConfig]
     assert {"serialize", "deserialize"} <= calls[trt.IRuntimeCache]

@@ -65,15 +65,8 @@ def stubs_dir(tmp_path_factory) -> Path:
 
 def test_tensorrt_calls_match_the_stubs(stubs_dir):
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mypy",
-            "--follow-imports=silent",
-            "--ignore-missing-imports",
-            "--no-incremental",
-            *CHECKED,
-        ],
+        [sys.executable, "-m", "mypy", "--follow-imports=silent", "--ignore-missing-imports", "--no-incremental"]
+        + CHECKED,
         cwd=ROOT,
         env={"MYPYPATH": str(stubs_dir), "PATH": "/usr/bin:/bin"},
         capture_output=True,

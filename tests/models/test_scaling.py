@@ -4,13 +4,7 @@ import pytest
 import torch
 
 from models.scaling import MultiScaleInputGenerator, scaled_size, validate_scales
-
-
-def original_rule(side: int, scale: float) -> int:
-    """The original implementation's float rule, for comparison."""
-    if scale == 1.0:
-        return side
-    return max((int(side * scale) // 32) * 32, 32)
+from tests.helpers import original_rule
 
 
 @pytest.mark.parametrize(
@@ -49,8 +43,7 @@ def test_generator_outputs():
 
 
 @pytest.mark.parametrize(
-    "scales, fragment",
-    [((0.5, 1.5), "lack 1.0"), ((), "empty"), ((0.0, 1.0), "positive"), ((1.0, 1.0), "duplicates")],
+    "scales, fragment", [((0.5, 1.5), "lack 1.0"), ((), "empty"), ((0.0, 1.0), "positive"), ((1.0, 1.0), "duplicates")]
 )
 def test_bad_scales(scales, fragment):
     with pytest.raises(ValueError, match=fragment):
