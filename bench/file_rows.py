@@ -63,7 +63,11 @@ def pick_model(files: list[ModelFile], case: Case, backbone: str | None) -> Mode
 def file_target(case: Case, model: ModelFile, threads: int | None) -> Target:
     runner = open_runner(model.path, case.backend, threads=threads, check=False)  # the plan checked it
     x = np.zeros((case.batch, 3, case.size, case.size), np.float32)
-    runner.infer(x)  # checks the shape against the model (an engine's profile) before timing
+    try:
+        runner.infer(x)  # checks the shape against the model (an engine's profile) before timing
+    except Exception:
+        runner.close()
+        raise
     if case.backend == "tensorrt":
         how = "host clock per call, including host-to-device and device-to-host copies (TensorRT runner)"
     else:

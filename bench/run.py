@@ -83,7 +83,11 @@ def run_bench(
     ]
     skipped: dict[Case, str] = {}
     for backend in dict.fromkeys(c.backend for c in cases):
-        if why := backend_unavailable(backend):
+        # PyTorch rows: the install here, then PyTorch's own view of the GPU (torch_unavailable below)
+        why = backend_unavailable(backend) if backend not in TORCH_BACKENDS else None
+        if backend in TORCH_BACKENDS and not torch_here:
+            why = "PyTorch is not installed here (runtime-only install)"
+        if why:
             skipped.update({c: why for c in cases if c.backend == backend})
     if torch_here:
         from bench.torch_rows import torch_unavailable

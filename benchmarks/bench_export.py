@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from bench.scripts import ROOT, script_command, script_parser
-from runtime.environment import collect_environment, stamp
+from runtime.environment import collect_environment, provenance, stamp
 from runtime.files import write_bytes_atomic, write_json_atomic
 from runtime.tables import Table
 
@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpu": env.cpu, "cores": env.cpu_count, "gpus": env.gpus, "platform": env.platform},
         "versions": {"python": env.python, **env.packages},
+        "provenance": provenance(command, env),  # the Markdown stamp, from the same reading
         "settings": {
             "backbone": args.backbone,
             "size": args.size,
@@ -140,7 +141,7 @@ def render(r: dict) -> str:
         ],
         f"{s['iterations']} interleaved iterations after {s['warmup']} warm-up; {s['timing']}",
     )
-    header = [f"# ONNX export benchmark: {s['backbone']}", "", stamp(r["command"]), ""]
+    header = [f"# ONNX export benchmark: {s['backbone']}", "", stamp(r["command"], fields=r["provenance"]), ""]
     return "\n".join([*header, exports.markdown(), "", latency.markdown()]) + "\n"
 
 

@@ -10,9 +10,9 @@ Writes docs/results/infer-demo-pvt_v2_b0.md/json and a preview PNG.
 
     python benchmarks/bench_infer.py [--work .bench-infer] [--images 24]
 
-INT8 variants are calibrated at the network size used here (352x352, the model's default) on 64
-synthetic images of a seed used neither for training nor for these held-out images. FP32 and FP16
-variants are made in --work, or copied from `benchmarks/bench_accuracy.py`'s folder when they match.
+Every variant comes from the variants pipeline in --work (made once, reused while it matches): INT8 is
+calibrated at the model's size with the project's defaults, on synthetic images of a seed used
+neither for training nor for these held-out images.
 """
 
 from __future__ import annotations

@@ -207,33 +207,35 @@ def evaluate_models(
     ]
     skipped = []
     done = 0
-    for i, pair in enumerate(pairs):
-        try:
-            rgb = load_rgb(pair.image)
-            gt = load_rgb(pair.mask)[..., 0]
-        except ImageReadError as exc:
-            skipped.append((str(pair.image), str(exc)))
-            continue
-        if gt.shape != rgb.shape[:2]:
-            gt = resize_rgb(np.repeat(gt[..., None], 3, axis=2), rgb.shape[:2])[..., 0]
-        x = preprocess(rgb, metas[0], input_size)
-        logits = [r.infer(x)[r.outputs[0].name][0, 0] for r in runners]
-        ref = logits[0]
-        ref_mask = sigmoid(ref) >= 0.5
-        for j, lg in enumerate(logits):
-            s = stats[j]
-            s["max_abs"].append(float(np.abs(lg - ref).max()))
-            s["cos"].append(cosine_similarity(lg, ref))
-            s["sqnr"].append(sqnr_db(ref, lg))
-            prob = sigmoid(lg)
-            s["iou"].append(mask_iou(prob >= 0.5, ref_mask))
-            s["mae"].append(float(np.abs(prob - sigmoid(ref)).mean()))
-            gt_metrics[j].add(_resize_prob(prob, gt.shape), gt)
-        done += 1
-        if progress:
-            progress(i + 1, len(pairs))
-    for runner in runners:
-        runner.close()
+    try:
+        for i, pair in enumerate(pairs):
+            try:
+                rgb = load_rgb(pair.image)
+                gt = load_rgb(pair.mask)[..., 0]
+            except ImageReadError as exc:
+                skipped.append((str(pair.image), str(exc)))
+                continue
+            if gt.shape != rgb.shape[:2]:
+                gt = resize_rgb(np.repeat(gt[..., None], 3, axis=2), rgb.shape[:2])[..., 0]
+            x = preprocess(rgb, metas[0], input_size)
+            logits = [r.infer(x)[r.outputs[0].name][0, 0] for r in runners]
+            ref = logits[0]
+            ref_mask = sigmoid(ref) >= 0.5
+            for j, lg in enumerate(logits):
+                s = stats[j]
+                s["max_abs"].append(float(np.abs(lg - ref).max()))
+                s["cos"].append(cosine_similarity(lg, ref))
+                s["sqnr"].append(sqnr_db(ref, lg))
+                prob = sigmoid(lg)
+                s["iou"].append(mask_iou(prob >= 0.5, ref_mask))
+                s["mae"].append(float(np.abs(prob - sigmoid(ref)).mean()))
+                gt_metrics[j].add(_resize_prob(prob, gt.shape), gt)
+            done += 1
+            if progress:
+                progress(i + 1, len(pairs))
+    finally:
+        for runner in runners:
+            runner.close()
     if not done:
         raise UserError(f"none of the {len(pairs)} labelled images in {data} could be read")
 

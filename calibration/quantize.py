@@ -145,29 +145,29 @@ def quantize_int8(
     reference = open_runner(model_path, "onnxruntime-cpu")
     int8_meta = dataclasses.replace(meta, precision="int8", parity={})
     say(f"verifying against the FP32 model on {len(verify_feeds)} calibration images (INT8 tolerance)")
-    parity, size_bytes = write_verified_model(
-        model,
-        int8_meta,
-        output,
-        reference,
-        (),
-        inputs=[np.asarray(f[meta.input_name]) for f in verify_feeds],
-        sidecar_extra=lambda: {
-            "derived_from": {"file": model_path.name, "sha256": key.model_sha256},
-            "int8": {
-                "target": options.target,
-                "method": options.method,
-                "exclude": list(options.exclude),
-                "quantize_attention": options.quantize_attention,
-                "float_precision": options.float_precision or LAYOUTS[options.target].float_precision,
-                "calibration": key.as_dict(),
-                "cache": cache.name,
-                "layout": dataclasses.asdict(LAYOUTS[options.target]),
+    with reference:
+        parity, size_bytes = write_verified_model(
+            model,
+            int8_meta,
+            output,
+            reference,
+            (),
+            inputs=[np.asarray(f[meta.input_name]) for f in verify_feeds],
+            sidecar_extra=lambda: {
+                "derived_from": {"file": model_path.name, "sha256": key.model_sha256},
+                "int8": {
+                    "target": options.target,
+                    "method": options.method,
+                    "exclude": list(options.exclude),
+                    "quantize_attention": options.quantize_attention,
+                    "float_precision": options.float_precision or LAYOUTS[options.target].float_precision,
+                    "calibration": key.as_dict(),
+                    "cache": cache.name,
+                    "layout": dataclasses.asdict(LAYOUTS[options.target]),
+                },
+                "parity_reference": "the FP32 ONNX model in ONNX Runtime, on calibration images",
             },
-            "parity_reference": "the FP32 ONNX model in ONNX Runtime, on calibration images",
-        },
-    )
-    reference.close()
+        )
     say(f"wrote {output} ({size_bytes / 1e6:.1f} MB)")
     return Int8Result(
         output,

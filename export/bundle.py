@@ -183,7 +183,7 @@ def _variant(options: BundleOptions, fp32: Path, precision: str, say: Callable[[
     from export.variants import Int8Settings, made_from, make_variant, variant_output
 
     int8 = Int8Settings("tensorrt", options.method, options.calib_count, options.calib_data)
-    existing = variant_output(options.model, precision, int8)
+    existing = variant_output(options.model, "fp16")
     if precision == "fp16" and made_from(existing, options.model, precision):
         notes.append(f"FP16: reused {existing} (made from this FP32 model; checked when it was written)")
         return _copy_model(existing, fp32.parent)

@@ -13,6 +13,7 @@ from pathlib import Path
 from calibration.fp16 import FP32_OPS, fp16_graph
 from calibration.verified import fp32_source, write_verified_model
 from export.onnx_export import verification_shapes
+from models.runner import torch_runner_for
 from runtime.backends import open_runner
 from runtime.compare import ParityReport
 from runtime.metadata import ModelMetadata, check_model_output, model_sha256, sidecar_path, variant_path
@@ -47,7 +48,7 @@ def convert_fp16(
     # the reference, before the slow part (wrong weights fail fast): PyTorch where it can be rebuilt
     # (random init, or --weights given), else the FP32 ONNX model itself
     from_onnx = weights is None and (meta.weights or {}).get("source") != "random-init"
-    reference = open_runner(model_path, "onnxruntime-cpu" if from_onnx else "torch-cpu", weights=weights)
+    reference = open_runner(model_path, "onnxruntime-cpu") if from_onnx else torch_runner_for(meta, weights)
     against = "the FP32 ONNX model (no --weights given)" if from_onnx else "PyTorch"
 
     say(f"converting {model_path.name} to FP16 (keeping {len(FP32_OPS)} op types in FP32)")
@@ -57,18 +58,18 @@ def convert_fp16(
     fp16_meta = dataclasses.replace(meta, precision="fp16", parity={})
     say(f"verifying against {against} (FP16 tolerance)")
     source_sha = model_sha256(model_path)
-    parity, size = write_verified_model(
-        model,
-        fp16_meta,
-        output,
-        reference,
-        verification_shapes(meta.static_size),
-        sidecar_extra=lambda: {
-            "derived_from": {"file": model_path.name, "sha256": source_sha},
-            "fp32_ops": list(FP32_OPS),
-            "parity_reference": against,
-        },
-    )
-    reference.close()
+    with reference:
+        parity, size = write_verified_model(
+            model,
+            fp16_meta,
+            output,
+            reference,
+            verification_shapes(meta.static_size),
+            sidecar_extra=lambda: {
+                "derived_from": {"file": model_path.name, "sha256": source_sha},
+                "fp32_ops": list(FP32_OPS),
+                "parity_reference": against,
+            },
+        )
     say(f"wrote {output} ({size / 1e6:.1f} MB)")
     return PrecisionResult(output, sidecar_path(output), fp16_meta, parity, size)

@@ -25,7 +25,6 @@ log = logging.getLogger("msdeploy")
 @dataclass(frozen=True)
 class Variant:
     path: Path
-    reused: bool  # the file was already there, made from the same source
     detail: str = ""  # INT8: whether the calibration cache was reused
 
 
@@ -130,11 +129,11 @@ def make_variant(
         calib = int8.calib_data or synthetic_calibration_images((work or fp32.parent) / "calibration", int8.images)
     if not force and made_from(output, fp32, precision, int8, calib):
         say(f"reusing {output.name} (made from this {fp32.name})")
-        return Variant(output, reused=True)
+        return Variant(output)
     if precision == "fp16":
         from export.precision import convert_fp16
 
-        return Variant(convert_fp16(fp32, output, weights=weights, force=True, progress=say).path, reused=False)
+        return Variant(convert_fp16(fp32, output, weights=weights, force=True, progress=say).path)
     if precision != "int8":
         raise ValueError(f"no variant {precision!r}; choose fp16 or int8")
     from calibration.quantize import quantize_int8
@@ -151,7 +150,7 @@ def make_variant(
     )
     result = quantize_int8(options, progress=say)
     cache = "reused (no calibration run)" if result.cache_reused else f"written ({result.calibration_images} images)"
-    return Variant(result.path, reused=False, detail=f"calibration cache {result.cache.name} {cache}")
+    return Variant(result.path, detail=f"calibration cache {result.cache.name} {cache}")
 
 
 def make_variants(

@@ -39,7 +39,6 @@ class TorchRunner(Runner):
         *,
         features: bool = False,
         device: str = "cpu",
-        half: bool = False,
         metadata: ModelMetadata | None = None,
         path: str | Path = "pytorch",
     ) -> None:
@@ -47,9 +46,6 @@ class TorchRunner(Runner):
         self.module = module.eval().to(device)
         self.features = features
         self.device = device
-        self.dtype = torch.float16 if half else torch.float32
-        if half:
-            self.module.half()
         self.backend = "torch-cpu" if device == "cpu" else "torch-cuda"
         self._float64: nn.Module | None = None
         self.inputs = [TensorSpec("image", ("batch", 3, "height", "width"), np.dtype(np.float32))]
@@ -57,7 +53,7 @@ class TorchRunner(Runner):
         self.outputs = [TensorSpec(n, ("batch", None, None, None), np.dtype(np.float32)) for n in names]
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        x = torch.from_numpy(feed["image"]).to(self.device, self.dtype)
+        x = torch.from_numpy(feed["image"]).to(self.device)
         return self._named(self._run(self.module, x))
 
     def exact(self, x: np.ndarray) -> list[np.ndarray]:
@@ -80,7 +76,7 @@ class TorchRunner(Runner):
             else:
                 out = module(x)
                 out = out if isinstance(out, (tuple, list)) else (out,)
-            return [(t.float() if t.dtype == torch.float16 else t).cpu().numpy() for t in out]
+            return [t.cpu().numpy() for t in out]
 
     def close(self) -> None:
         self._float64 = None

@@ -449,7 +449,7 @@ def parity(model, sizes, batches, weights, as_json) -> None:
     default=CALIBRATION_METHOD,
     help="INT8: how activation ranges are chosen from the calibration data.",
 )
-@click.option("--calib-count", type=int, default=CALIBRATION_IMAGES, help="INT8: images (a seeded subset).")
+@click.option("--calib-count", type=int, default=CALIBRATION_IMAGES, help="INT8: images used (a seeded subset).")
 @click.option("--seed", type=int, default=CALIBRATION_SEED, help="INT8: seed of the calibration subset.")
 @click.option("--size", callback=_parse_hw, metavar="HxW", help="INT8: calibration input size [default: the model's].")
 @click.option(

@@ -51,11 +51,10 @@ FAMILIES = {family: tuple(n for n, b in BACKENDS.items() if b.family == family) 
 AUTO = "auto"  # by file type: TensorRT for .engine/.plan, ONNX Runtime with the best provider installed
 
 
-def backend(name: str, allowed: Sequence[str] | None = None) -> Backend:
-    """The backend called `name`, or a UserError listing the names that fit."""
-    choices = list(allowed or BACKENDS)
-    if name not in choices or name not in BACKENDS:
-        raise UserError(f"unknown backend {name!r}; choose from {', '.join(choices)}")
+def backend(name: str) -> Backend:
+    """The backend called `name`, or a UserError listing the names."""
+    if name not in BACKENDS:
+        raise UserError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
     return BACKENDS[name]
 
 
@@ -115,7 +114,9 @@ def open_runner(
         )
     if spec.family == "onnxruntime" and is_engine:
         raise UserError(f"{path} is a TensorRT engine; {backend_name} runs the .onnx model it was built from")
-    probe = check and (spec.device == "cuda" or spec.family == "torch")
+    # probed here: ONNX Runtime would fall back to the CPU silently, PyTorch needs the [export] install;
+    # a TensorRT engine says itself why it cannot load (no nvidia-smi needed on a Jetson)
+    probe = check and (spec.name == "onnxruntime-cuda" or spec.family == "torch")
     reason = backend_unavailable(backend_name) if probe else None
     if reason:
         raise UserError(reason)

@@ -87,10 +87,10 @@ def move_dir_into_place(staging: Path, target: Path) -> None:
 
 
 def display_path(path: str | Path) -> str:
-    """A path as reports show it: relative to the working directory when it lies below it (a
-    generated result must not name the machine it was made on), else as given."""
+    """A path as reports show it: relative to the working directory when it lies below it, else its
+    name alone (a generated result must not name the machine it was made on)."""
     path = Path(path)
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
-        return str(path)
+        return path.name

@@ -110,10 +110,13 @@ def read_sidecar(model_path: str | Path) -> dict | None:
 
 def read_model_metadata(model_path: str | Path) -> tuple[ModelMetadata, dict]:
     """The metadata of a model file of ours (ONNX model or TensorRT engine) from its sidecar, and the
-    sidecar itself (an engine's sidecar holds its model's metadata under "model"). No model file is
-    opened: this is how every command reads a model's metadata without onnx or TensorRT."""
+    sidecar itself (an engine's sidecar holds its model's metadata under "model"). The model file is
+    not opened, except an ONNX model copied without its sidecar: then its own metadata_props are read
+    (through ONNX Runtime; the sidecar returned is empty). No onnx and no TensorRT needed."""
     model_path = Path(model_path)
     side = read_sidecar(model_path)
+    if side is None and model_path.suffix in ONNX_SUFFIXES and model_path.is_file():
+        return ModelMetadata.from_props(_onnx_props(model_path), str(model_path)), {}
     if side is None:
         raise UserError(
             f"{model_path} has no sidecar {sidecar_path(model_path).name}; it holds the size rules and precision "
@@ -126,6 +129,21 @@ def read_model_metadata(model_path: str | Path) -> tuple[ModelMetadata, dict]:
         return ModelMetadata.from_dict(data), side
     except (TypeError, ValueError) as exc:
         raise UserError(f"{sidecar_path(model_path)} has unreadable msdeploy metadata: {exc}") from exc
+
+
+def _onnx_props(model_path: Path) -> dict[str, str]:
+    try:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # metadata only
+        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # not installed, or not an ONNX file: say what is missing
+        raise UserError(
+            f"{model_path} has no sidecar {sidecar_path(model_path).name} and its own metadata cannot be read "
+            f"({str(exc).splitlines()[0]}); copy the sidecar with the model"
+        ) from exc
+    return dict(session.get_modelmeta().custom_metadata_map)
 
 
 def variant_path(model_path: str | Path, precision: str) -> Path:

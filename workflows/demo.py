@@ -33,7 +33,6 @@ class DemoOptions:
 
 @dataclass
 class DemoResult:
-    exports: dict[str, Path] = field(default_factory=dict)
     parity: dict = field(default_factory=dict)  # fusion -> runtime.compare.ParityReport
     latency: object = None  # bench.report.BenchReport
     masks: Table | None = None
@@ -48,7 +47,7 @@ def parameter_table(backbone: str, scales: Sequence[float]) -> Table:
     """Parameters per component, beside the guide's claims (also `msdeploy params`)."""
     from models.params import parameter_table as rows_of
 
-    rows = [[r.component, f"{r.params:,}", f"{r.params / 1e6:.2f}M", r.guide or "-"] for r in rows_of(backbone, scales)]
+    rows = [[r.component, f"{r.params:,}", f"{r.params / 1e6:.3f}M", r.guide or "-"] for r in rows_of(backbone, scales)]
     title = f"Parameter count ({backbone}, scales {', '.join(map(str, scales))})"
     return Table(title, ["component", "parameters", "measured", "guide claims"], rows)
 
@@ -89,10 +88,13 @@ def shape_tables(backbone: str, fusions: Sequence[str], sizes: Sequence[int]) ->
 
 def demo_weights(backbone: str, fusion: str) -> str | None:
     """The packaged demo checkpoint (trained masks) where one exists for this backbone and fusion."""
-    from models.demo_weights import DEMO_BACKBONE, WEIGHTS_DIR
+    from models.demo_weights import DEMO_BACKBONE, demo_checkpoint
+    from runtime.errors import UserError
 
-    path = WEIGHTS_DIR / f"{backbone}_{fusion}.safetensors"
-    return str(path) if backbone == DEMO_BACKBONE and path.exists() else None
+    try:
+        return str(demo_checkpoint(fusion)) if backbone == DEMO_BACKBONE else None
+    except UserError:  # no checkpoint for this fusion: random init
+        return None
 
 
 def run_demo(
@@ -109,7 +111,7 @@ def run_demo(
     for fusion in options.fusions:
         weights = None if options.random_init else demo_weights(options.backbone, fusion)
         path = options.output_dir / f"{options.backbone}_{fusion}.onnx"
-        result.exports[fusion] = export_fp32(path, options.backbone, fusion, weights, force=options.force, say=say)
+        export_fp32(path, options.backbone, fusion, weights, force=options.force, say=say)
         result.parity[fusion] = check_model_parity(path, [(n, n) for n in options.sizes], (1, 2), weights)
         show(result.parity[fusion])
     result.latency = demo_latency(options, say)

@@ -13,6 +13,7 @@ Nothing here can run without TensorRT and a GPU; it says so and exits 2.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,15 +84,16 @@ def engine_variants(features, work: Path, fusion: str, fp32: Path, fp16: Path, i
 
 
 def _time_engine(runner, iterations: int, warmup: int) -> tuple[float, float]:
-    """Median GPU ms (CUDA events around execution) and end-to-end ms (with copies), interleaved."""
+    """Median GPU ms (CUDA events around execution) and end-to-end ms (with copies), from the same calls."""
     x = np.random.default_rng(0).standard_normal(LATENCY_SHAPE, dtype=np.float32)
+    gpu: list[float] = []
 
-    def gpu() -> float:
+    def run() -> None:
         runner.infer(x)
-        return runner.last_gpu_ms / 1e3
+        gpu.append(runner.last_gpu_ms)
 
-    stats = time_interleaved({"gpu": gpu, "wall": lambda: runner.infer(x)}, warmup=warmup, iterations=iterations)
-    return stats["gpu"].median_ms, stats["wall"].median_ms
+    wall = time_interleaved({"engine": run}, warmup=warmup, iterations=iterations)["engine"]
+    return float(np.median(gpu[warmup:])), wall.median_ms
 
 
 def mask_agreement(runner, net, sizes=MASK_IMAGE_SIZES) -> float:
@@ -158,52 +160,53 @@ def run_selftest(
     work.mkdir(parents=True, exist_ok=True)
     calib = synthetic_calibration_images(work / "calibration", Int8Settings().images)
     rows: list[SelftestRow] = []
-    for fusion in fusions:
-        weights = demo_checkpoint(fusion)
-        fp32 = export_fp32(work / f"{SELFTEST_BACKBONE}_{fusion}.onnx", SELFTEST_BACKBONE, fusion, weights, say=say)
-        int8_settings = Int8Settings(calib_data=calib)
-        made = make_variants(fp32, ("fp16", "int8"), weights=weights, int8=int8_settings, say=say)
-        fp16, int8 = made["fp16"], made["int8"]
-        reference = open_runner(fp32, "torch-cpu", weights=weights)  # the network fp32 was exported from
-        for trt in modules:
-            features = TensorRTFeatures.detect(trt)
-            # TensorRT-RTX: for this GPU where it builds for it; otherwise its default set, built, not run
-            runs = not features.compute_capabilities or device.compute_capability in features.compute_capabilities
-            for variant in engine_variants(features, work, fusion, fp32, fp16, int8):
-                say(f"{fusion}: building the {variant.label} engine with {features.name}")
-                options = EngineOptions(
-                    compute_capabilities=("current",) if runs and features.compute_capabilities else (),
-                    model=variant.model,
-                    precision=variant.requested,
-                    max_shape=(2, 3, 1024, 1024),
-                    calib_data=calib if variant.requested == "int8" else None,
-                    output=variant.output,
-                    force=True,
-                    target=features.target,
-                )
-                built = build_engine(options, progress=say, trt=trt)
-                row = [features.name, fusion, variant.label, built.path.name]
-                if not runs:
-                    say(f"{features.name} does not build for {device.name}: built, not run")
-                    rows.append(SelftestRow(*row, False, *[None] * 5, built.seconds, ran=False))
-                    continue
-                with TensorRTRunner(str(built.path), cuda_graphs=cuda_graphs, trt=trt) as runner:
-                    report = run_parity(runner, reference, SHAPES, precision=variant.tolerance)
-                    mask_iou = mask_agreement(runner, reference.module)
-                    gpu_ms, wall_ms = _time_engine(runner, iterations, warmup=10)
-                rows.append(
-                    SelftestRow(
-                        *row,
-                        report.passed,
-                        max(r.agreement.max_abs for r in report.rows),
-                        min(r.agreement.cosine for r in report.rows),
-                        mask_iou,
-                        gpu_ms,
-                        wall_ms,
-                        built.seconds,
+    with contextlib.ExitStack() as stack:
+        for fusion in fusions:
+            weights = demo_checkpoint(fusion)
+            fp32 = export_fp32(work / f"{SELFTEST_BACKBONE}_{fusion}.onnx", SELFTEST_BACKBONE, fusion, weights, say=say)
+            int8_settings = Int8Settings(calib_data=calib)
+            made = make_variants(fp32, ("fp16", "int8"), weights=weights, int8=int8_settings, say=say)
+            fp16, int8 = made["fp16"], made["int8"]
+            # the network fp32 was exported from (closed when the ExitStack ends)
+            reference = stack.enter_context(open_runner(fp32, "torch-cpu", weights=weights))
+            for trt in modules:
+                features = TensorRTFeatures.detect(trt)
+                # TensorRT-RTX: for this GPU where it builds for it; otherwise its default set, built, not run
+                runs = not features.compute_capabilities or device.compute_capability in features.compute_capabilities
+                for variant in engine_variants(features, work, fusion, fp32, fp16, int8):
+                    say(f"{fusion}: building the {variant.label} engine with {features.name}")
+                    options = EngineOptions(
+                        compute_capabilities=("current",) if runs and features.compute_capabilities else (),
+                        model=variant.model,
+                        precision=variant.requested,
+                        max_shape=(2, 3, 1024, 1024),
+                        calib_data=calib if variant.requested == "int8" else None,
+                        output=variant.output,
+                        force=True,
+                        target=features.target,
                     )
-                )
-        reference.close()
+                    built = build_engine(options, progress=say, trt=trt)
+                    row = [features.name, fusion, variant.label, built.path.name]
+                    if not runs:
+                        say(f"{features.name} does not build for {device.name}: built, not run")
+                        rows.append(SelftestRow(*row, False, *[None] * 5, built.seconds, ran=False))
+                        continue
+                    with TensorRTRunner(str(built.path), cuda_graphs=cuda_graphs, trt=trt) as runner:
+                        report = run_parity(runner, reference, SHAPES, precision=variant.tolerance)
+                        mask_iou = mask_agreement(runner, reference.module)
+                        gpu_ms, wall_ms = _time_engine(runner, iterations, warmup=10)
+                    rows.append(
+                        SelftestRow(
+                            *row,
+                            report.passed,
+                            max(r.agreement.max_abs for r in report.rows),
+                            min(r.agreement.cosine for r in report.rows),
+                            mask_iou,
+                            gpu_ms,
+                            wall_ms,
+                            built.seconds,
+                        )
+                    )
     header = ["builder", "fusion", "precision", "parity vs PyTorch", "max abs", "min cosine"]
     header += ["mask IoU vs PyTorch (worst image)", "GPU ms", "end-to-end ms", "build s"]
     table = [

@@ -34,9 +34,7 @@ def run_demo_command(options) -> bool:
         else:
             show_parity(item)
 
-    result = run_demo(options, show=show, say=console.print)
-    console.print(f"[green]preview[/] {result.preview}")
-    return result.passed
+    return run_demo(options, show=show, say=console.print).passed
 
 
 def run_train_demo(cfg, output, force: bool) -> None:

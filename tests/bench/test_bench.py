@@ -104,9 +104,6 @@ def test_bench_command_writes_every_file(models, tmp_path):
 
 def test_runtime_only_mode_times_files_and_lists_what_needs_pytorch(models, monkeypatch):
     monkeypatch.setattr(bench_run, "has_torch", lambda: False)
-    installed = bench_run.backend_unavailable
-    runtime_only = "PyTorch is not installed here (runtime-only install)"
-    monkeypatch.setattr(bench_run, "backend_unavailable", lambda b: runtime_only if "torch" in b else installed(b))
     options = BenchOptions(
         backends=("torch-cpu", "onnxruntime-cpu"), sizes=(64,), backbone=None, models=models, warmup=0, iterations=1
     )

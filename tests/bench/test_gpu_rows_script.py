@@ -42,7 +42,4 @@ def test_dry_run_writes_the_report_with_every_cuda_row(tmp_path):
     assert variants == {(b, p) for b in ("torch-cuda", "torch-cuda-graphs") for p in ("fp32", "fp16")}
     for r in results:
         assert (r["stats"] is not None) == torch.cuda.is_available()
-        # without a GPU: found missing by the backend check (no NVIDIA GPU) or by PyTorch itself
-        assert torch.cuda.is_available() or r["skipped"].endswith(
-            ("no CUDA GPU visible to PyTorch", "no NVIDIA GPU found")
-        )
+        assert torch.cuda.is_available() or r["skipped"] == "no CUDA GPU visible to PyTorch"
