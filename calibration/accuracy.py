@@ -377,10 +377,11 @@ def accuracy_report(
         report = evaluate_models(paths, data, size=size, count=count, progress=progress)
         for v, name in zip(report.variants, names):
             v.name = name or v.name
-        int8 = [v for v in report.variants if v.precision == "int8"]
+        # the files themselves: a report shows paths relative to where it is written
+        int8 = [(v, path) for v, path in zip(report.variants, paths) if v.precision == "int8"]
         if sensitivity and int8:
             meta, _ = read_model_metadata(paths[0])
             feeds = load_calibration_set(Path(data) / "images", meta, count=4, size=report.size).feeds
-            report.sensitivity = quantization_sensitivity(paths[0], int8[0].path, feeds, sensitivity)
-            report.sensitivity_model = int8[0].name
+            report.sensitivity = quantization_sensitivity(paths[0], int8[0][1], feeds, sensitivity)
+            report.sensitivity_model = int8[0][0].name
     return report

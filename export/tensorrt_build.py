@@ -143,6 +143,11 @@ def parse_size(text: str) -> int:
 def model_metadata(model: Path) -> ModelMetadata:
     """The ONNX model's metadata from its sidecar (no onnx import: this also runs on the board), for a
     graph TensorRT can build."""
+    if not sidecar_path(model).is_file():  # it records the INT8 layout, which decides what TensorRT may build
+        raise UserError(
+            f"{model} has no sidecar {sidecar_path(model).name}; it holds the size rules, precision and INT8 "
+            "layout of the model. Copy it with the model, or export again with `msdeploy export onnx`"
+        )
     meta, data = read_model_metadata(model)
     layout = (data.get("int8") or {}).get("target", "tensorrt")
     if layout != "tensorrt":
