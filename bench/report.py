@@ -16,7 +16,7 @@ import numpy as np
 
 from bench.cases import Result
 from runtime.files import check_output_path, write_bytes_atomic, write_json_atomic
-from runtime.tables import Table
+from runtime.tables import Table, cell
 from runtime.timing import time_interleaved
 
 _CASE = ("backend", "precision", "fusion", "size", "batch")
@@ -147,7 +147,7 @@ class BenchReport:
             return None
         fusions = list(self.memory)
         parts = list(dict.fromkeys(p for m in self.memory.values() for p in m))
-        rows = [[_part_label(p), *(_mb(self.memory[f].get(p)) for f in fusions)] for p in parts]
+        rows = [[_part_label(p), *(cell(self.memory[f].get(p), ".0f") for f in fusions)] for p in parts]
         return Table(
             f"Memory Usage ({self.table_size}x{self.table_size}, batch 1)",
             ["part", *fusions],
@@ -167,7 +167,9 @@ class BenchReport:
         fusions = list(self.flops)
         keys = list(dict.fromkeys(row["key"] for rows in self.flops.values() for row in rows))
         labels = {row["key"]: (row["part"], row["input"]) for rows in self.flops.values() for row in rows}
-        rows = [[labels[k][0], labels[k][1], *(_num(_flops_of(self.flops, f, k)) for f in fusions)] for k in keys]
+        rows = [
+            [labels[k][0], labels[k][1], *(cell(_flops_of(self.flops, f, k), ".2f") for f in fusions)] for k in keys
+        ]
         return Table(
             f"Computational Complexity ({self.table_size}x{self.table_size}, batch 1)",
             ["part", "input", *(f"GFLOPs {f}" for f in fusions)],
@@ -332,14 +334,6 @@ def _part_label(key: str) -> str:
     if key.startswith("backbone@"):
         return f"Backbone at {key.split('@')[1]}x"
     return {"fusion": "Integration (fusion and refinement)", "network": "Whole network"}.get(key, key)
-
-
-def _mb(v: float | None) -> str:
-    return "-" if v is None else f"{v:.0f}"
-
-
-def _num(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
 
 
 def measure_matmul_gflops(n: int = 1024, seconds: float = 1.0) -> float:

@@ -24,7 +24,7 @@ from runtime.compare import cosine_similarity
 from runtime.errors import UserError
 from runtime.files import display_path
 from runtime.preprocess import IMAGE_SUFFIXES, ImageReadError, load_rgb, preprocess, resize_rgb
-from runtime.tables import Table
+from runtime.tables import Table, cell
 
 
 @dataclass
@@ -104,7 +104,7 @@ class AccuracyReport:
                     v.name,
                     f"{v.max_abs:.3g}",
                     f"{v.cosine_min:.6f}",
-                    _fmt(v.sqnr_db_mean, ".1f"),
+                    cell(v.sqnr_db_mean, ".1f"),
                     f"{v.mask_iou_mean:.4f}",
                     f"{v.mask_iou_min:.4f}",
                     f"{v.prob_mae:.2e}",
@@ -138,7 +138,7 @@ class AccuracyReport:
                     f"INT8 sensitivity: quantized tensors with the lowest SQNR ({self.sensitivity_model})",
                     ["tensor", "SQNR dB", "scale", "read by"],
                     [
-                        [r["tensor"], _fmt(r["sqnr_db"], ".1f"), f"{r['scale']:.3g}", ", ".join(r["read_by"][:2])]
+                        [r["tensor"], cell(r["sqnr_db"], ".1f"), f"{r['scale']:.3g}", ", ".join(r["read_by"][:2])]
                         for r in self.sensitivity
                     ],
                     "SQNR of the FP32 activation against itself rounded with the model's scale; "
@@ -154,10 +154,6 @@ class AccuracyReport:
         lines = [f"# Accuracy: {Path(self.variants[0].path).name}", "", stamp(command, collect_environment()), ""]
         lines += [f"Data: `{self.data}`, {self.images} images at {self.size[0]}x{self.size[1]}.", ""]
         return "\n".join(lines + [t.markdown() + "\n" for t in self.tables()])
-
-
-def _fmt(value: float, spec: str) -> str:
-    return "inf" if value == float("inf") else format(value, spec)
 
 
 def variant_name(runner, path: Path) -> str:

@@ -10,6 +10,11 @@ _NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?(x|%|M)?( \([\d.]+x\))?$")
 _NO_NUMBER = ("-", "not run", "not measured")  # cells that may stand in a numeric column
 
 
+def cell(value: float | None, spec: str) -> str:
+    """A number for a table cell: "-" when there is none, "inf" for an infinite one."""
+    return "-" if value is None else "inf" if value == float("inf") else format(value, spec)
+
+
 @dataclass
 class Table:
     title: str
