@@ -62,3 +62,23 @@ def test_fp16_refusals(fp16_model):
         convert_fp16(source)
     with pytest.raises(UserError, match="already fp16"):
         convert_fp16(result.path, result.path.with_name("again.onnx"))
+
+
+def test_fp16_without_weights_checks_against_the_fp32_onnx(exported, tmp_path):
+    """A model exported from a checkpoint converts without --weights: the FP32 ONNX is the reference,
+    the sidecar says so, and the converter's per-tensor warnings become one summary line."""
+    import json
+    import warnings
+
+    from tests.helpers import copy_model
+
+    source = copy_model(exported["hierarchical"], tmp_path / "hier.onnx")  # exported from the demo weights
+    said: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = convert_fp16(source, progress=said.append)
+    assert result.parity.passed and result.parity.reference.startswith("hier.onnx")
+    sidecar = json.loads(result.sidecar.read_text())
+    assert sidecar["parity_reference"].startswith("the FP32 ONNX model")
+    assert sum(m.startswith("FP16: ") for m in said) == 1
+    assert not [w for w in caught if "will be truncated" in str(w.message)]
