@@ -48,10 +48,17 @@ class CacheKey:
 def cache_key(model_sha256: str, settings: CalibrationSettings, folder: str | Path) -> tuple[CacheKey, list[Path]]:
     """The key for calibrating on `folder`, and the images `settings` chooses there (count, seed).
     The fingerprint comes from a folder listing only: a valid cache is used without reading any image."""
+    fingerprint, files = chosen_images(folder, settings.count, settings.seed)
+    return CacheKey(model_sha256, settings, fingerprint), files
+
+
+def chosen_images(folder: str | Path, count: int | None, seed: int) -> tuple[str, list[Path]]:
+    """The images a calibration with `count` and `seed` reads in `folder`, and their fingerprint (names,
+    sizes and modification times: from a folder listing, no image read)."""
     from calibration.data import choose_subset, data_fingerprint, list_images
 
-    files = choose_subset(list_images(folder), settings.count, settings.seed)
-    return CacheKey(model_sha256, settings, data_fingerprint(files, folder)), files
+    files = choose_subset(list_images(folder), count, seed)
+    return data_fingerprint(files, folder), files
 
 
 def default_cache_path(model_path: str | Path, method: str) -> Path:

@@ -14,7 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from calibration.quantize import CALIBRATION_IMAGES, CALIBRATION_METHOD, Int8Options, default_int8_output
+from calibration.cache import chosen_images
+from calibration.quantize import (
+    CALIBRATION_IMAGES,
+    CALIBRATION_METHOD,
+    CALIBRATION_SEED,
+    Int8Options,
+    default_int8_output,
+)
 from runtime.errors import UserError
 from runtime.files import sha256_file
 from runtime.metadata import model_sha256, read_model_metadata, read_sidecar, variant_path
@@ -88,16 +95,11 @@ def made_from(
         found += ((calibration.get("settings") or {}).get("count"), done.get("exclude"), done.get("quantize_attention"))
         if found != wanted:
             return False
-        return calib is None or calibration.get("data_fingerprint") == _fingerprint(calib, int8.images)
+        return (
+            calib is None
+            or calibration.get("data_fingerprint") == chosen_images(calib, int8.images, CALIBRATION_SEED)[0]
+        )
     return True
-
-
-def _fingerprint(folder: Path, count: int) -> str:
-    """The calibration-data fingerprint quantize_int8 records (a folder listing, no image read)."""
-    from calibration.data import choose_subset, data_fingerprint, list_images
-    from calibration.quantize import CALIBRATION_SEED
-
-    return data_fingerprint(choose_subset(list_images(folder), count, CALIBRATION_SEED), folder)
 
 
 def variant_output(fp32: Path, precision: str, int8: Int8Settings = Int8Settings()) -> Path:
