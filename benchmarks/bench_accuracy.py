@@ -2,8 +2,9 @@
 
 For each fusion mode: export the demo checkpoint (pvt_v2_b0) to ONNX, convert to FP16, quantize to
 INT8 with every calibration method (TensorRT layout) and with percentile (the default) for the CPU layout, then run
-`evaluate_models` on the held-out images and judge the precision bounds (INT8: mask IoU >= 0.98 and
-S-measure drop <= 0.01; FP16: max abs logit error <= 1e-2). Writes docs/results/accuracy-demo-*.md/json.
+`evaluate_models` on the held-out images at 352x352 and judge the precision bounds (every variant: mask
+IoU against FP32 >= 0.98 and S-measure drop <= 0.01; FP16 also logit cosine >= 0.9999). Writes
+docs/results/accuracy-demo-*.md/json.
 
     python benchmarks/bench_accuracy.py [--fusions hierarchical,absi] [--work DIR]
 """
@@ -26,7 +27,9 @@ from runtime.files import display_path, write_bytes_atomic, write_json_atomic
 from runtime.metadata import read_model_metadata
 from runtime.tables import Table
 
-BOUNDS = {"int8_mask_iou": 0.98, "int8_s_drop": 0.01, "fp16_max_abs": 1e-2}
+# FP16 is also held to near-identical logits. Cosine, not an absolute error: a trained model's logits
+# reach the head's clamp (15), where FP16's own rounding step is already 0.008.
+BOUNDS = {"mask_iou": 0.98, "s_drop": 0.01, "fp16_cosine": 0.9999}
 
 
 def build_variants(fusion: str, work: Path, calib: Path, count: int) -> tuple[list[Path], list[str], list[dict]]:
@@ -60,36 +63,20 @@ def build_variants(fusion: str, work: Path, calib: Path, count: int) -> tuple[li
 
 
 def judge(report) -> list[dict]:
+    """Every variant: mask IoU against the FP32 masks and the S-measure drop against the true masks;
+    FP16 also the logits' cosine similarity."""
     base = report.variants[0].ground_truth["s_measure"]
     rows = []
     for v in report.variants[1:]:
+        drop = base - v.ground_truth["s_measure"]
+        checks = [
+            (f"mask IoU vs FP32 >= {BOUNDS['mask_iou']}", v.mask_iou_mean, v.mask_iou_mean >= BOUNDS["mask_iou"]),
+            (f"S-measure drop <= {BOUNDS['s_drop']}", drop, drop <= BOUNDS["s_drop"]),
+        ]
         if v.precision == "fp16":
-            rows.append(
-                {
-                    "model": v.name,
-                    "criterion": f"max abs logit error <= {BOUNDS['fp16_max_abs']}",
-                    "measured": v.max_abs,
-                    "passed": v.max_abs <= BOUNDS["fp16_max_abs"],
-                }
-            )
-        else:
-            drop = base - v.ground_truth["s_measure"]
-            rows.append(
-                {
-                    "model": v.name,
-                    "criterion": f"mask IoU vs FP32 >= {BOUNDS['int8_mask_iou']}",
-                    "measured": v.mask_iou_mean,
-                    "passed": v.mask_iou_mean >= BOUNDS["int8_mask_iou"],
-                }
-            )
-            rows.append(
-                {
-                    "model": v.name,
-                    "criterion": f"S-measure drop <= {BOUNDS['int8_s_drop']}",
-                    "measured": drop,
-                    "passed": drop <= BOUNDS["int8_s_drop"],
-                }
-            )
+            bound = BOUNDS["fp16_cosine"]
+            checks.append((f"min logit cosine vs FP32 >= {bound}", v.cosine_min, v.cosine_min >= bound))
+        rows += [{"model": v.name, "criterion": c, "measured": m, "passed": bool(p)} for c, m, p in checks]
     return rows
 
 

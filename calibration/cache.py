@@ -22,14 +22,13 @@ CACHE_FORMAT = "msdeploy-calibration/1"
 class CalibrationSettings:
     method: str  # entropy | max | percentile
     count: int | None  # images used (None: all)
-    seed: int
+    seed: int  # chooses the images, and the positions sampled in each activation
     size: tuple[int, int]  # input H, W the images were resized to
     percentile: float = 99.99
-    num_bins: int = 512
-    calibrated_ops: tuple[str, ...] = ()
-    # images per onnxruntime collect_data call: histograms are re-binned when a later pass widens
-    # the range, so entropy and percentile results depend on it (max does not)
-    images_per_pass: int = 4
+    num_bins: int = 2048  # histogram bins over [-T, T] (calibration.statistics)
+    calibrated_ops: tuple[str, ...] = ()  # ops whose float inputs get a range
+    calibrated_outputs: tuple[str, ...] = ()  # ops whose outputs get one too (quantized outputs)
+    samples_per_tensor: int = 8192  # values sampled from each activation of each image (histogram methods)
 
 
 @dataclass(frozen=True)
@@ -42,6 +41,7 @@ class CacheKey:
         d = asdict(self)
         d["settings"]["size"] = list(self.settings.size)
         d["settings"]["calibrated_ops"] = list(self.settings.calibrated_ops)
+        d["settings"]["calibrated_outputs"] = list(self.settings.calibrated_outputs)
         return d
 
 

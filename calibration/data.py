@@ -1,13 +1,14 @@
 """Calibration data from an image folder: a deterministic subset, preprocessed as the model says.
 
-The result is a plain list of {input_name: array} feeds (the style of ONNX Runtime's calibration
-readers), so any quantizer can consume it. Unreadable files are reported and skipped.
+Iterating the set gives {input_name: array} feeds one image at a time (the style of ONNX Runtime's
+calibration readers), so any quantizer can consume it in bounded memory. Unreadable files are
+reported and skipped.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,17 +42,43 @@ def choose_subset(files: list[Path], count: int | None, seed: int) -> list[Path]
     return [files[i] for i in sorted(order)]
 
 
-@dataclass
 class CalibrationSet:
-    feeds: list[dict[str, np.ndarray]]
-    files: list[Path]
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    """The chosen images, read and preprocessed one at a time as they are iterated: 512 images at
+    352x352 would hold 760 MB at once. Unreadable files are reported, skipped and listed in `skipped`
+    (complete after a full pass); a pass in which no image could be read is an error."""
 
-    def __iter__(self):
-        return iter(self.feeds)
+    def __init__(self, files: list[Path], metadata: ModelMetadata, size: tuple[int, int] | None, folder: Path):
+        self.files = files
+        self.skipped: list[tuple[Path, str]] = []
+        self._metadata = metadata
+        self._size = size
+        self._folder = folder
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        self.skipped = []
+        for path in self.files:
+            try:
+                feed = {self._metadata.input_name: preprocess(load_rgb(path), self._metadata, self._size)}
+            except ImageReadError as exc:
+                log.warning("skipping %s", exc)
+                self.skipped.append((path, str(exc)))
+                continue
+            yield feed
+        if len(self.skipped) == len(self.files):
+            raise UserError(f"none of the {len(self.files)} chosen images in {self._folder} could be read")
 
     def __len__(self) -> int:
-        return len(self.feeds)
+        return len(self.files)
+
+    @property
+    def feeds(self) -> list[dict[str, np.ndarray]]:
+        """All of them in memory at once: for the few images a verification runs on."""
+        return list(self)
+
+    @property
+    def used(self) -> list[Path]:
+        skipped = {path for path, _ in self.skipped}
+        return [path for path in self.files if path not in skipped]
 
 
 def load_calibration_set(
@@ -63,19 +90,9 @@ def load_calibration_set(
     size: tuple[int, int] | None = None,
     first: int | None = None,
 ) -> CalibrationSet:
-    """The seeded subset of `count` images, preprocessed; `first`: read only the subset's first N."""
+    """The seeded subset of `count` images (read when iterated); `first`: only the subset's first N."""
     chosen = choose_subset(list_images(folder), count, seed)[:first]
-    feeds, used, skipped = [], [], []
-    for path in chosen:
-        try:
-            feeds.append({metadata.input_name: preprocess(load_rgb(path), metadata, size)})
-            used.append(path)
-        except ImageReadError as exc:
-            log.warning("skipping %s", exc)
-            skipped.append((path, str(exc)))
-    if not feeds:
-        raise UserError(f"none of the {len(chosen)} chosen images in {folder} could be read")
-    return CalibrationSet(feeds, used, skipped)
+    return CalibrationSet(chosen, metadata, size, Path(folder))
 
 
 def data_fingerprint(files: list[Path], root: str | Path) -> str:

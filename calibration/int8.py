@@ -19,10 +19,8 @@ One calibration (tensor ranges from real images, cached) serves two layouts:
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
-import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -81,6 +79,13 @@ LAYOUTS = {
 }
 
 
+# Outputs that some layout quantizes (the cpu layout's Conv outputs): they need a range too. The other
+# outputs of calibrated ops (MatMul before its bias) never get Q/DQ, so their ranges are not taken.
+CALIBRATED_OUTPUTS = tuple(
+    dict.fromkeys(op for layout in LAYOUTS.values() for op in layout.op_types if op not in layout.unquantized_outputs)
+)
+
+
 def _ort_method(method: str):
     from onnxruntime.quantization import CalibrationMethod
 
@@ -93,73 +98,50 @@ def _ort_method(method: str):
     }[method]
 
 
-class _FeedReader:
-    """onnxruntime's CalibrationDataReader protocol over a list of feeds, reporting progress;
-    `chunk(n)` limits it to the next n feeds (get_next returns None after them)."""
-
-    def __init__(self, feeds: Sequence[dict[str, np.ndarray]], progress: Callable[[int, int], None] | None):
-        self._feeds = list(feeds)
-        self._next = 0
-        self._stop = len(self._feeds)
-        self._progress = progress
-
-    def remaining(self) -> int:
-        return len(self._feeds) - self._next
-
-    def chunk(self, n: int) -> _FeedReader:
-        self._stop = min(self._next + n, len(self._feeds))
-        return self
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._next >= self._stop:
-            return None
-        feed = self._feeds[self._next]
-        self._next += 1
-        if self._progress:
-            self._progress(self._next, len(self._feeds))
-        return feed
-
-    def __len__(self) -> int:
-        return len(self._feeds)
-
-
 def calibrate(
     model_path: str | Path,
-    feeds: Sequence[dict[str, np.ndarray]],
+    feeds: Iterable[dict[str, np.ndarray]],
     settings: CalibrationSettings,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """Run the FP32 model over `feeds` and return (low, high) per calibrated tensor."""
-    from onnxruntime.quantization import create_calibrator
+    """Run the FP32 model over `feeds` (read one at a time) and return (low, high) per calibrated
+    tensor: statistics computed inside the graph (calibration.statistics), so time and memory stay
+    close to plain inference whatever the number of images."""
+    import onnx
+    import onnxruntime as ort
 
-    extra = {"num_bins": settings.num_bins}
-    if settings.method == "percentile":
-        extra["percentile"] = settings.percentile
-    if settings.method == "entropy":
-        extra["num_quantized_bins"] = 128  # TensorRT's entropy calibrator: 128 bins per sign
-    with tempfile.TemporaryDirectory(prefix="msdeploy-calib-") as tmp:
-        calibrator = create_calibrator(
-            Path(model_path),
-            list(settings.calibrated_ops),
-            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-            calibrate_method=_ort_method(settings.method),
-            providers=["CPUExecutionProvider"],
-            extra_options=extra,
-        )
-        # onnxruntime's calibrators print their progress; ours is the progress bar
-        # onnxruntime's histogram calibrators keep every calibrated activation of every image they are
-        # given until the call ends (24 GB at 32 images of 352 with pvt_v2_b0 killed a test), so feed
-        # them a few images at a time: histograms are merged across calls, memory stays bounded.
-        reader = _FeedReader(feeds, progress)
-        with contextlib.redirect_stdout(io.StringIO()):
-            while reader.remaining():
-                calibrator.collect_data(reader.chunk(settings.images_per_pass))
-            data = calibrator.compute_data()
-    ranges = {}
-    for name, tensor in data.data.items():
-        low, high = tensor.range_value
-        ranges[name] = (float(np.ravel(low)[0]), float(np.ravel(high)[0]))
-    return ranges
+    from calibration.statistics import SAMPLE_POSITIONS, RangeCollector, calibrated_tensors, statistics_model
+
+    if settings.method not in METHODS:
+        raise UserError(f"unknown calibration method {settings.method!r}; choose one of {', '.join(METHODS)}")
+    model = onnx.load(str(model_path))
+    tensors = calibrated_tensors(model, settings.calibrated_ops, settings.calibrated_outputs)
+    exact = settings.method == "max"  # the histogram methods read samples; max needs the true extremes
+    samples = 0 if exact else settings.samples_per_tensor
+    options = ort.SessionOptions()
+    options.execution_order = ort.ExecutionOrder.PRIORITY_BASED  # frees each activation once its statistics are taken
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        statistics_model(model, tensors, samples, extremes=exact).SerializeToString(),
+        options,
+        providers=["CPUExecutionProvider"],
+    )
+    del model
+    collector = RangeCollector(tensors, settings.num_bins)
+    rng = np.random.default_rng(settings.seed)
+    total = len(feeds) if isinstance(feeds, Sized) else 0
+    for done, feed in enumerate(feeds, 1):
+        if samples:
+            values = session.run(None, {**feed, SAMPLE_POSITIONS: np.sort(rng.random(samples))})[0]
+            values = values.reshape(len(tensors), samples)
+            collector.add(values.min(axis=1), values.max(axis=1), values)
+        else:
+            collector.add(*session.run(None, feed))
+        if progress:
+            progress(done, max(total, done))
+    if not collector.images:
+        raise UserError("no calibration image could be read")
+    return collector.ranges(settings.method, settings.percentile)
 
 
 def _private_weights(model, stays_float: Callable[[object], bool]) -> None:

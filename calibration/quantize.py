@@ -18,6 +18,7 @@ from calibration.cache import CalibrationSettings, cache_key, default_cache_path
 from calibration.data import load_calibration_set
 from calibration.int8 import (
     CALIBRATED_OPS,
+    CALIBRATED_OUTPUTS,
     LAYOUTS,
     METHODS,
     calibrate,
@@ -97,7 +98,12 @@ def quantize_int8(
     size = tuple(meta.static_size or options.size or meta.default_size)
 
     settings = CalibrationSettings(
-        method=options.method, count=options.calib_count, seed=options.seed, size=size, calibrated_ops=CALIBRATED_OPS
+        method=options.method,
+        count=options.calib_count,
+        seed=options.seed,
+        size=size,
+        calibrated_ops=CALIBRATED_OPS,
+        calibrated_outputs=CALIBRATED_OUTPUTS,
     )
     key, files = cache_key(model_sha256(model_path), settings, options.calib_data)
     cache = Path(options.calib_cache or default_cache_path(model_path, options.method))
@@ -111,7 +117,7 @@ def quantize_int8(
             options.calib_data, meta, count=options.calib_count, seed=options.seed, size=size
         )
         say(f"calibrating ({options.method}) on {len(calib_set)} images at {size[0]}x{size[1]}")
-        ranges = calibrate(model_path, calib_set.feeds, settings, progress=calib_progress)
+        ranges = calibrate(model_path, calib_set, settings, progress=calib_progress)
         save_cache(cache, key, ranges)
         say(f"saved calibration cache {cache}")
 
@@ -134,14 +140,10 @@ def quantize_int8(
     if not quantized_nodes:
         raise UserError("no node was quantized (nothing was written); check --exclude")
 
-    verify_feeds = (
-        calib_set.feeds
-        if calib_set
-        # the same images as after a fresh calibration: the gate must not depend on the cache
-        else load_calibration_set(
-            options.calib_data, meta, count=options.calib_count, seed=options.seed, size=size, first=VERIFY_IMAGES
-        ).feeds
-    )[:VERIFY_IMAGES]
+    # the subset's first images, whether or not calibration ran: the gate must not depend on the cache
+    verify_feeds = load_calibration_set(
+        options.calib_data, meta, count=options.calib_count, seed=options.seed, size=size, first=VERIFY_IMAGES
+    ).feeds
     reference = open_runner(model_path, "onnxruntime-cpu")
     int8_meta = dataclasses.replace(meta, precision="int8", parity={})
     say(f"verifying against the FP32 model on {len(verify_feeds)} calibration images (INT8 tolerance)")

@@ -27,6 +27,7 @@ from runtime.errors import MSDeployError, UserError
 from runtime.metadata import FUSION_NAMES, PRECISIONS
 from runtime.tensorrt_common import TARGETS as TENSORRT_TARGETS
 from serving.model_repository import INSTANCE_KINDS, TRITON_BACKENDS
+from workflows.train_config import TrainConfig
 
 # the [export] extra's modules: a command that needs one on a runtime-only install says which extra to add
 # fmt: off
@@ -608,27 +609,41 @@ def data_synth(folder, count, size, seed, force) -> None:
 
 @main.command("train-demo")
 @FUSION_OPTION
-@click.option("--steps", type=int, default=600, help="Optimizer steps.")
-@click.option("--batch", type=int, default=8, help="Images per step.")
-@click.option("--lr", type=float, default=6e-4, help="Peak learning rate (AdamW, cosine decay).")
+@click.option("--steps", type=int, default=TrainConfig.steps, help="Optimizer steps.")
+@click.option("--batch", type=int, default=TrainConfig.batch, help="Images per step.")
+@click.option(
+    "--sizes", type=INTS, default=",".join(map(str, TrainConfig.sizes)), help="Square input sizes, one drawn per step."
+)
+@click.option("--lr", type=float, default=TrainConfig.lr, help="Peak learning rate (AdamW, cosine decay).")
+@click.option(
+    "--contrast-start",
+    type=float,
+    default=TrainConfig.contrast_start,
+    help="Curriculum: the colour shift of the first steps, falling to the demo contrast.",
+)
+@click.option(
+    "--curriculum", type=float, default=TrainConfig.curriculum, help="Fraction of the steps the curriculum lasts."
+)
 @click.option(
     "--init-from",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Start the shared parts (all but the fusion units) from another demo checkpoint.",
+    help="Start from a demo checkpoint: all of it with the same fusion (more training), else all but the fusion units.",
 )
-@click.option("--held-out", type=int, default=100, help="Held-out images scored at the end.")
-@click.option("--seed", type=int, default=0)
+@click.option("--held-out", type=int, default=TrainConfig.held_out, help="Held-out images scored at the end.")
+@click.option("--seed", type=int, default=TrainConfig.seed)
+@click.option("--threads", type=int, help="CPU threads [default: torch's].")
 @click.option(
     "-o", "--output", type=FILE, help="Output .safetensors [default: the packaged demo checkpoint, models/weights/]."
 )
-@click.option("--force", is_flag=True, help="Overwrite an existing checkpoint.")
-def train_demo_cmd(output, force, **config) -> None:
+@click.option("--resume", is_flag=True, help="Continue the unfinished run saved beside the output (OUTPUT.resume.pt).")
+@click.option("--force", is_flag=True, help="Overwrite an existing checkpoint (and drop an unfinished run).")
+def train_demo_cmd(output, force, resume, sizes, **config) -> None:
     """Train the small demo checkpoint (pvt_v2_b0) on synthetic camouflage images, on the CPU.
-    Writes FP16 weights and a training log with held-out metrics."""
+    Writes FP16 weights and a training log with held-out metrics; saves a resume point every
+    few dozen steps, so a long run can be continued with --resume."""
     from msdeploy.commands.model import run_train_demo
-    from workflows.train_demo import TrainConfig
 
-    run_train_demo(TrainConfig(**config), output, force)
+    run_train_demo(TrainConfig(sizes=tuple(sizes), **config), output, force, resume)
 
 
 @main.command()

@@ -23,30 +23,13 @@ import torch.nn.functional as F
 
 from calibration.metrics import SegmentationMetrics, SegmentationScores, sigmoid
 from calibration.synthetic import make_sample
-from models.demo_weights import DEMO_BACKBONE, DEMO_CONTRAST, HELD_OUT_SEED, HELD_OUT_SIZE, WEIGHTS_DIR
+from models.demo_weights import DEMO_CONTRAST, HELD_OUT_SEED, HELD_OUT_SIZE, HELD_OUT_SIZES, WEIGHTS_DIR
 from models.network import MultiScaleCODNet, build_model
-from models.scaling import DEFAULT_SCALES
+from runtime.errors import UserError
 from runtime.files import atomic_path, check_output_path, write_json_atomic
 from runtime.metadata import Normalization
 from runtime.preprocess import normalize
-
-
-@dataclass
-class TrainConfig:
-    fusion: str = "hierarchical"
-    backbone: str = DEMO_BACKBONE
-    scales: tuple[float, ...] = DEFAULT_SCALES
-    steps: int = 600
-    batch: int = 8
-    sizes: tuple[int, ...] = (128, 160, 192)  # one drawn per step: the network sees several scales
-    lr: float = 6e-4
-    weight_decay: float = 0.01
-    warmup_steps: int = 30
-    contrast: float = DEMO_CONTRAST
-    seed: int = 0
-    held_out: int = 100
-    init_from: str | None = None  # a demo checkpoint to start from (another fusion's: all but its fusion units)
-    threads: int | None = None
+from workflows.train_config import TrainConfig
 
 
 @dataclass
@@ -72,6 +55,11 @@ def _mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     inter = (prob * target).sum(dim=(2, 3))
     union = (prob + target - prob * target).sum(dim=(2, 3))
     return F.binary_cross_entropy_with_logits(logits, target) + (1 - (inter + 1) / (union + 1)).mean()
+
+
+def _contrast_at(step: int, cfg: TrainConfig) -> float:
+    done = min(1.0, step / max(1.0, cfg.curriculum * cfg.steps))
+    return cfg.contrast_start + (cfg.contrast - cfg.contrast_start) * done
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -105,11 +93,15 @@ def _init_shared(model: MultiScaleCODNet, source: str) -> list[str]:
 
 @torch.no_grad()
 def evaluate(
-    model: MultiScaleCODNet, count: int, size: tuple[int, int] = HELD_OUT_SIZE, contrast: float = DEMO_CONTRAST
+    model: MultiScaleCODNet,
+    count: int,
+    size: tuple[int, int] = HELD_OUT_SIZE,
+    contrast: float = DEMO_CONTRAST,
+    seed: int = HELD_OUT_SEED,
 ) -> SegmentationScores:
     """Scores on the held-out synthetic set (its own seed, so never a training image)."""
     model.eval()
-    rng = np.random.default_rng(HELD_OUT_SEED)
+    rng = np.random.default_rng(seed)
     metrics = SegmentationMetrics()
     norm = Normalization()
     for _ in range(count):
@@ -127,20 +119,52 @@ def save_fp16(model: MultiScaleCODNet, path: Path, info: dict[str, str]) -> None
         save_file(state, str(tmp), metadata=info)
 
 
+def resume_path(output: Path) -> Path:
+    return output.with_suffix(".resume.pt")
+
+
+def _save_resume_point(path: Path, cfg: TrainConfig, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"config": _resumable(cfg), **state}, tmp)
+
+
+def _resumable(cfg: TrainConfig) -> dict:
+    """What must match to continue a run: everything but the thread count."""
+    return {k: v for k, v in asdict(cfg).items() if k != "threads"}
+
+
+def _load_resume_point(path: Path, cfg: TrainConfig) -> dict:
+    state = torch.load(path, weights_only=False)
+    if state["config"] != _resumable(cfg):
+        differ = sorted(k for k in state["config"] if state["config"][k] != _resumable(cfg).get(k))
+        raise UserError(
+            f"{path} was made with other settings ({', '.join(differ)}); "
+            "run with the same options, or pass --force to start over"
+        )
+    return state
+
+
 def train_demo(
     cfg: TrainConfig,
     output: str | Path | None = None,
     *,
     force: bool = False,
+    resume: bool = False,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> tuple[Path, TrainLog]:
-    """Train, store FP16 weights and `<name>.train.json`, score the stored weights on the held-out set."""
+    """Train, store FP16 weights and `<name>.train.json`, score the stored weights on the held-out set.
+
+    Every `checkpoint_every` steps the full state (weights, optimizer, random generators, log) goes
+    to `<name>.resume.pt`; `resume=True` continues from it, so a run can span several sessions."""
     from runtime.environment import collect_environment
 
     output = Path(output) if output else WEIGHTS_DIR / f"{cfg.backbone}_{cfg.fusion}.safetensors"
     log_path = output.with_suffix(".train.json")
     check_output_path(output, force=force)
     check_output_path(log_path, force=force)
+    resume_file = resume_path(output)
+    if resume_file.exists() and not (resume or force):
+        raise UserError(f"{resume_file} holds an unfinished run; pass --resume to continue it or --force to start over")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -160,17 +184,26 @@ def train_demo(
             "its_training_log": json.loads(previous.read_text()) if previous.exists() else None,
         }
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start = time.perf_counter()
-    running = None
-    for step in range(cfg.steps):
+    first_step, running, earlier = 0, None, 0.0
+    if resume and resume_file.exists():
+        state = _load_resume_point(resume_file, cfg)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        first_step, running, earlier = state["step"], state["running"], state["seconds"]
+        log.steps = state["steps"]
+        log.config["resumed_at"] = log.config.get("resumed_at", []) + [first_step]
+    start = time.perf_counter() - earlier
+    for step in range(first_step, cfg.steps):
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
-        x, y = _batch(rng, cfg.batch, int(rng.choice(cfg.sizes)), cfg.contrast)
+        x, y = _batch(rng, cfg.batch, int(rng.choice(cfg.sizes)), _contrast_at(step, cfg))
         logits, scale_loss = model(x, y)
         loss = _mask_loss(logits, y) + scale_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         value = loss.item()
         running = value if running is None else 0.95 * running + 0.05 * value
@@ -181,11 +214,24 @@ def train_demo(
                     "loss": round(value, 5),
                     "smoothed": round(running, 5),
                     "lr": round(_lr_at(step, cfg), 7),
+                    "contrast": round(_contrast_at(step, cfg), 4),
                     "seconds": round(time.perf_counter() - start, 1),
                 }
             )
         if progress:
             progress(step + 1, cfg.steps, running)
+        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            state = {
+                "step": step + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "numpy_rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "running": running,
+                "seconds": time.perf_counter() - start,
+                "steps": log.steps,
+            }
+            _save_resume_point(resume_file, cfg, state)
     log.seconds = round(time.perf_counter() - start, 1)
 
     info = {
@@ -197,9 +243,10 @@ def train_demo(
     }
     save_fp16(model, output, info)
     stored = build_model(cfg.backbone, cfg.fusion, cfg.scales, weights=output)  # score what was written
-    for size in (HELD_OUT_SIZE, (352, 352)):
+    for size in HELD_OUT_SIZES:
         scores = evaluate(stored, cfg.held_out, size, cfg.contrast)
         log.held_out[f"{size[0]}x{size[1]}"] = scores.as_dict()
     log.held_out["seed"] = HELD_OUT_SEED
     write_json_atomic(log_path, asdict(log))
+    resume_file.unlink(missing_ok=True)
     return output, log

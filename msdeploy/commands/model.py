@@ -37,12 +37,14 @@ def run_demo_command(options) -> bool:
     return run_demo(options, show=show, say=console.print).passed
 
 
-def run_train_demo(cfg, output, force: bool) -> None:
+def run_train_demo(cfg, output, force: bool, resume: bool = False) -> None:
     from msdeploy.output import progress_bar
     from workflows.train_demo import train_demo
 
     with progress_bar(f"training {cfg.backbone} {cfg.fusion}", cfg.steps) as update:
-        path, log = train_demo(cfg, output, force=force, progress=lambda i, n, loss: update(i, f"loss {loss:.4f}"))
+        path, log = train_demo(
+            cfg, output, force=force, resume=resume, progress=lambda i, n, loss: update(i, f"loss {loss:.4f}")
+        )
     console.print(f"wrote {path} and {path.with_suffix('.train.json')} ({log.seconds:.0f} s of training)")
     print_table(
         "Held-out synthetic images (stored FP16 weights)",

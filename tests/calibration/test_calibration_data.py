@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calibration.data import choose_subset, list_images, load_calibration_set
+from calibration.data import CalibrationSet, choose_subset, list_images, load_calibration_set
 from calibration.synthetic import make_sample, write_dataset
 from runtime.errors import UserError
 from runtime.metadata import ModelMetadata
@@ -61,8 +61,12 @@ def test_calibration_folder(tmp_path):
     assert len(files) == 7 and all(p.suffix == ".png" for p in files)
 
     calib = load_calibration_set(images, _meta(), size=(64, 64))
-    assert len(calib) == 6 and [p.name for p, _ in calib.skipped] == ["broken.png"]
-    assert all(set(feed) == {"image"} and feed["image"].shape == (1, 3, 64, 64) for feed in calib)
+    feeds = list(calib)  # read as iterated, not before
+    assert len(calib) == 7 and len(feeds) == 6 and [p.name for p, _ in calib.skipped] == ["broken.png"]
+    assert all(set(feed) == {"image"} and feed["image"].shape == (1, 3, 64, 64) for feed in feeds)
+    assert [p.name for p in calib.used] == [f"{i:04d}.png" for i in range(6)]
+    with pytest.raises(UserError, match="none of the 1 chosen images"):
+        list(CalibrationSet([images / "broken.png"], _meta(), (64, 64), images))
 
     first = choose_subset(files, 3, seed=5)
     assert first == choose_subset(files, 3, seed=5)  # deterministic for a seed
@@ -102,7 +106,7 @@ def test_synthetic_samples_are_camouflaged_and_varied(contrast):
         outside = s.image[s.mask == 0].mean(axis=0)
         spread = s.image[s.mask == 0].std(axis=0)
         # camouflage: the object's mean colour moves from the background's by about the palette shift
-        # (contrast * 255 per channel, normal), no more: the texture itself carries no cue
+        # (a colour vector of length contrast * 255 * sqrt(3)), no more: the texture itself carries no cue
         assert np.abs(inside - outside).max() < 2.5 * spread.max() + 3 * contrast * 255
 
 
