@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     command = script_command(__file__, argv)
     args.work.mkdir(parents=True, exist_ok=True)
-    held_out, calib = args.work / "held-out", args.work / "calib"
+    # named by size, so a folder written at another size is never reused (delete --work after changing the data)
+    held_out, calib = args.work / f"held-out-{HELD_OUT_SIZE[0]}", args.work / "calib"
     if not held_out.exists():
         write_dataset(held_out, args.held_out, size=HELD_OUT_SIZE, seed=HELD_OUT_SEED)
     calib_images = synthetic_calibration_images(calib, args.calib_count)

@@ -5,7 +5,8 @@ Each quantization runs as its own process, exactly as a user types it (calibrate
 the Q/DQ model, verify it, write it), so its wall time and peak resident memory (the child's own
 rusage, as `/usr/bin/time -v` reports it) are the whole command's. The FP32 reference runs in a
 process of its own on the first 64 chosen images: the same preprocessing, `session.run` timed alone.
-Random-init weights: the cost does not depend on them. Writes docs/results/calibration-<backbone>.md/json.
+Random-init weights: the cost does not depend on them. The timed process also reads its images (the
+synthetic calibration set, 352x352 PNGs). Writes docs/results/calibration-<backbone>.md/json.
 
     python benchmarks/bench_calibration.py [--backbone pvt_v2_b2] [--methods max,percentile,entropy]
         [--counts 64,512] [--work DIR]
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -35,17 +35,26 @@ TIME_GOAL = 2.5
 MEMORY_GOAL_GB = 4.0
 
 
+# Runs the command from a fresh, small Python and reports its child's peak memory. Measured from this
+# process instead, the peak would include this process's own memory (PyTorch, the exported model):
+# Linux counts what a child shares with its parent at fork until the child execs.
+_MEASURE = (
+    "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+    "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
+)
+
+
 def run_measured(command: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak resident GB (of the child process itself) and its output."""
+    """Wall seconds, peak resident GB of the command's process (as `/usr/bin/time -v` reports it) and
+    its output."""
     start = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
+    done = subprocess.run([sys.executable, "-c", _MEASURE, *command], capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode:
-        raise SystemExit(f"{' '.join(command)} failed ({child.returncode}):\n{output[-3000:]}")
-    return seconds, usage.ru_maxrss / 2**20, output
+    output = done.stdout + done.stderr
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{output[-3000:]}")
+    peak_kb = int(done.stdout.rsplit("PEAK_KB", 1)[1].split()[0])
+    return seconds, peak_kb / 2**20, done.stdout.rsplit("PEAK_KB", 1)[0]
 
 
 def fp32_inference(model: Path, images: Path, count: int, size: int) -> dict:
@@ -80,7 +89,7 @@ def main() -> None:
         print(json.dumps(fp32_inference(Path(model), Path(images), int(count), args.size)))
         return
 
-    from calibration.synthetic import write_dataset
+    from calibration.synthetic import synthetic_calibration_images
     from export.variants import export_fp32
 
     methods = [m for m in args.methods.split(",") if m]
@@ -89,10 +98,7 @@ def main() -> None:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     fp32 = export_fp32(work / f"{args.backbone}_{args.fusion}.onnx", args.backbone, args.fusion, say=print)
-    images = work / "calibration"
-    if len(list((images / "images").glob("*.png"))) < max(counts):
-        write_dataset(images, max(counts), size=(args.size, args.size), seed=1, force=True)
-    images = images / "images"
+    images = synthetic_calibration_images(work / "calibration", max(counts))
 
     reference_count = min(counts)
     argv = [sys.executable, __file__, "--fp32-child", str(fp32), str(images), str(reference_count)]

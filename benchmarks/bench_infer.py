@@ -6,7 +6,7 @@ at each image's own size; PyTorch runs the demo checkpoint on the same preproces
 resizes its logits with torch (antialiased bilinear) before the sigmoid. Reports mask IoU and
 probability MAE against PyTorch, IoU against the true masks (how good the small demo network is),
 and the time per image, and checks the bound: FP32 masks IoU >= 0.99 against PyTorch's.
-Writes docs/results/infer-demo-pvt_v2_b0.md/json and a preview PNG.
+Writes docs/results/infer-demo-pvt_v2_b0.md/json (`msdeploy demo` draws the preview sheet of masks).
 
     python benchmarks/bench_infer.py [--work .bench-infer] [--images 24]
 

@@ -117,7 +117,7 @@ def write_dataset(
     return folder
 
 
-SYNTHETIC_CALIBRATION_SEED = 1  # held apart from training (seed 0) and the held-out images
+SYNTHETIC_CALIBRATION_SEED = 1  # held apart from the held-out images (calibration images need not be unseen)
 
 
 def synthetic_calibration_images(folder: str | Path, count: int) -> Path:

@@ -451,7 +451,12 @@ def parity(model, sizes, batches, weights, as_json) -> None:
     help="INT8: how activation ranges are chosen from the calibration data.",
 )
 @click.option("--calib-count", type=int, default=CALIBRATION_IMAGES, help="INT8: images used (a seeded subset).")
-@click.option("--seed", type=int, default=CALIBRATION_SEED, help="INT8: seed of the calibration subset.")
+@click.option(
+    "--seed",
+    type=int,
+    default=CALIBRATION_SEED,
+    help="INT8: seed of the calibration subset and of the activation values sampled from it.",
+)
 @click.option("--size", callback=_parse_hw, metavar="HxW", help="INT8: calibration input size [default: the model's].")
 @click.option(
     "--exclude",
@@ -594,7 +599,7 @@ def data() -> None:
 @click.option("--count", type=int, default=100)
 @click.option("--size", callback=_parse_hw, default="352", metavar="HxW")
 @click.option(
-    "--seed", type=int, default=10000, help="10000 is the demo checkpoint's held-out set; training used other seeds."
+    "--seed", type=int, default=10000, help="10000 is the demo checkpoints' held-out set; training used other seeds."
 )
 @click.option("--force", is_flag=True, help="Write into a folder that is not empty.")
 def data_synth(folder, count, size, seed, force) -> None:

@@ -23,7 +23,7 @@ class TrainConfig:
     contrast: float = DEFAULT_CONTRAST
     # Curriculum: the object's colour shift starts at `contrast_start` (plain to see) and falls to
     # `contrast` over the first `curriculum` fraction of the steps. From scratch, a network shown
-    # only the faint cue learned little more than a centre prior in 1200 steps.
+    # only the faint cue learned little more than a centre prior (the checkpoints of earlier versions).
     contrast_start: float = 0.8
     curriculum: float = 0.6
     seed: int = 0

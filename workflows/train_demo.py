@@ -163,8 +163,14 @@ def train_demo(
     check_output_path(output, force=force)
     check_output_path(log_path, force=force)
     resume_file = resume_path(output)
-    if resume_file.exists() and not (resume or force):
-        raise UserError(f"{resume_file} holds an unfinished run; pass --resume to continue it or --force to start over")
+    if resume and not resume_file.exists():
+        raise UserError(f"nothing to resume: {resume_file} does not exist (drop --resume to start a run)")
+    if resume_file.exists() and not resume:
+        if not force:
+            raise UserError(
+                f"{resume_file} holds an unfinished run; pass --resume to continue it or --force to start over"
+            )
+        resume_file.unlink()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -184,8 +190,8 @@ def train_demo(
             "its_training_log": json.loads(previous.read_text()) if previous.exists() else None,
         }
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    first_step, running, earlier = 0, None, 0.0
-    if resume and resume_file.exists():
+    first_step, running, earlier, resumed_at = 0, None, 0.0, []
+    if resume:
         state = _load_resume_point(resume_file, cfg)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -193,7 +199,8 @@ def train_demo(
         torch.set_rng_state(state["torch_rng"])
         first_step, running, earlier = state["step"], state["running"], state["seconds"]
         log.steps = state["steps"]
-        log.config["resumed_at"] = log.config.get("resumed_at", []) + [first_step]
+        resumed_at = [*state["resumed_at"], first_step]
+        log.config["resumed_at"] = resumed_at
     start = time.perf_counter() - earlier
     for step in range(first_step, cfg.steps):
         for group in optimizer.param_groups:
@@ -230,6 +237,7 @@ def train_demo(
                 "running": running,
                 "seconds": time.perf_counter() - start,
                 "steps": log.steps,
+                "resumed_at": resumed_at,
             }
             _save_resume_point(resume_file, cfg, state)
     log.seconds = round(time.perf_counter() - start, 1)

@@ -90,7 +90,7 @@ def _with_outputs(model, names):
 def _collect(values: list[np.ndarray], bins: int = 256) -> RangeCollector:
     collector = RangeCollector(["t"], bins)
     for v in values:
-        collector.add(np.array([v.min()]), np.array([v.max()]), v[None])
+        collector.add(samples=v[None])
     return collector
 
 
@@ -131,3 +131,22 @@ def test_collector_refuses_bad_use():
         RangeCollector(["t"]).ranges("max")
     with pytest.raises(ValueError, match="unknown method"):
         _collect([np.ones(4, np.float32)]).ranges("mse")
+
+
+def test_zeros_nan_and_infinities_do_not_spoil_the_histogram():
+    rng = np.random.default_rng(0)
+    zeros = np.zeros(1000, np.float32)
+    bulk = rng.normal(0, 1, 20000).astype(np.float32)
+    spoiled = bulk.copy()
+    spoiled[:3] = [np.nan, np.inf, -np.inf]
+    collector = RangeCollector(["t"], 2048)
+    collector.add(np.array([0.0]), np.array([0.0]), zeros[None])  # an all-zero first image
+    collector.add(samples=spoiled[None])  # extremes from the finite samples
+    assert collector.histograms.sum() == 1000 + 20000 - 3  # the non-finite values are not counted
+    low, high = collector.ranges("percentile", 99.0)["t"]
+    expected = np.percentile(np.concatenate([zeros, bulk[3:]]), [0.5, 99.5])
+    assert abs(low - expected[0]) < 0.05 and abs(high - expected[1]) < 0.05
+    assert collector.ranges("max")["t"] == (float(bulk[3:].min()), float(bulk[3:].max()))
+    only_zeros = RangeCollector(["z"])
+    only_zeros.add(np.array([0.0]), np.array([0.0]), zeros[None])
+    assert only_zeros.ranges("percentile")["z"] == (0.0, 0.0) and only_zeros.ranges("entropy")["z"] == (0.0, 0.0)

@@ -49,6 +49,8 @@ def test_train_demo_resumes_where_it_stopped(tmp_path):
         train_demo(cfg, cut)
     with pytest.raises(UserError, match=r"other settings \(lr\)"):
         train_demo(TrainConfig(**{**cfg.__dict__, "lr": 1e-4}), cut, resume=True)
+    with pytest.raises(UserError, match="nothing to resume"):
+        train_demo(cfg, tmp_path / "never.safetensors", resume=True)
     path, log = train_demo(cfg, cut, resume=True)
     assert not resume_point.exists() and log.config["resumed_at"] == [2]
     a, b = load_file(str(whole)), load_file(str(path))
