@@ -37,3 +37,11 @@ def script_parser(
 def script_command(script: str, argv: list[str] | None = None) -> str:
     """How a script in benchmarks/ was run, as its results record it."""
     return " ".join(["python", f"benchmarks/{Path(script).name}", *(sys.argv[1:] if argv is None else argv)])
+
+
+def write_result(stem: Path, markdown: str, data: dict) -> None:
+    """A script's result: `stem.md` for people and `stem.json` for programs, each written atomically."""
+    from runtime.files import write_bytes_atomic, write_json_atomic
+
+    write_bytes_atomic(stem.with_suffix(".md"), markdown.encode())
+    write_json_atomic(stem.with_suffix(".json"), data)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.scripts import script_command, script_parser
+from bench.scripts import script_command, script_parser, write_result
 from calibration.accuracy import evaluate_models, quantization_sensitivity
 from calibration.data import load_calibration_set
 from calibration.int8 import METHODS
@@ -23,7 +23,7 @@ from calibration.synthetic import SYNTHETIC_CALIBRATION_SEED, synthetic_calibrat
 from export.variants import export_fp32, make_variant
 from models.demo_weights import DEMO_BACKBONE, HELD_OUT_SEED, HELD_OUT_SIZE, demo_checkpoint
 from runtime.errors import VerificationError
-from runtime.files import display_path, write_bytes_atomic, write_json_atomic
+from runtime.files import display_path
 from runtime.metadata import read_model_metadata
 from runtime.tables import Table
 
@@ -118,8 +118,7 @@ def main(argv: list[str] | None = None) -> None:
             f"calibration images: seed {SYNTHETIC_CALIBRATION_SEED}, {args.calib_count} images.\n"
         )
         stem = args.output / f"accuracy-demo-pvt_v2_b0-{fusion}"
-        write_bytes_atomic(stem.with_suffix(".md"), md.encode())
-        write_json_atomic(stem.with_suffix(".json"), {**asdict(report), "bounds": verdicts, "command": command})
+        write_result(stem, md, {**asdict(report), "bounds": verdicts, "command": command})
         print(md, flush=True)
 
 

@@ -21,11 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-from bench.scripts import script_command, script_parser
+from bench.scripts import script_command, script_parser, write_result
 from calibration.int8 import METHODS
 from calibration.quantize import CALIBRATION_IMAGES, CALIBRATION_METHOD, CALIBRATION_SEED
 from runtime.environment import stamp
-from runtime.files import write_bytes_atomic, write_json_atomic
 from runtime.metadata import sidecar_path
 from runtime.tables import Table
 
@@ -160,8 +159,7 @@ def main() -> None:
     ]
     md = "\n".join(lines) + "\n"
     stem = args.output / f"calibration-{args.backbone}"
-    write_bytes_atomic(stem.with_suffix(".md"), md.encode())
-    write_json_atomic(stem.with_suffix(".json"), {"command": command, "fp32_inference": reference, "runs": runs})
+    write_result(stem, md, {"command": command, "fp32_inference": reference, "runs": runs})
     print(md)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.scripts import script_command, script_parser
+from bench.scripts import script_command, script_parser, write_result
 from calibration.metrics import mask_iou
 from calibration.quantize import CALIBRATION_IMAGES
 from calibration.synthetic import SYNTHETIC_CALIBRATION_SEED, make_sample
@@ -33,7 +33,6 @@ from models import build_model
 from models.demo_weights import DEMO_BACKBONE, HELD_OUT_SEED, demo_checkpoint
 from runtime import Predictor
 from runtime.environment import collect_environment, stamp
-from runtime.files import write_bytes_atomic, write_json_atomic
 from runtime.tables import Table
 
 SIZES = ((352, 352), (300, 400), (480, 360), (240, 320))  # square and not, above and below the network size
@@ -167,8 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         rows += evaluate(fusion, variants(fusion, args.work), args.images)
     md = markdown(rows, command, args.images)
     stem = args.output / "infer-demo-pvt_v2_b0"
-    write_bytes_atomic(stem.with_suffix(".md"), md.encode())
-    write_json_atomic(stem.with_suffix(".json"), {"command": command, "bound": FP32_IOU_BOUND, "rows": rows})
+    write_result(stem, md, {"command": command, "bound": FP32_IOU_BOUND, "rows": rows})
     print(md, flush=True)
 
 

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.scripts import script_command, script_parser
+from bench.scripts import script_command, script_parser, write_result
 from calibration.quantize import CALIBRATION_IMAGES
 from runtime.environment import stamp
-from runtime.files import write_bytes_atomic, write_json_atomic
 from runtime.tables import Table
 from runtime.timing import time_interleaved
 
@@ -182,8 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         ]
     md = "\n".join(lines) + "\n"
     stem = args.output / f"int8-cpu-{args.backbone}"
-    write_bytes_atomic(stem.with_suffix(".md"), md.encode())
-    write_json_atomic(stem.with_suffix(".json"), {"command": command, "latency": stats, "profiles": profiles})
+    write_result(stem, md, {"command": command, "latency": stats, "profiles": profiles})
     print(md)
 
 

@@ -27,13 +27,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.scripts import ROOT, script_command, script_parser
+from bench.scripts import ROOT, script_command, script_parser, write_result
 from calibration.synthetic import make_sample
 from models.demo_weights import HELD_OUT_SEED
 from runtime import Predictor
 from runtime.environment import collect_environment, stamp
 from runtime.errors import UserError
-from runtime.files import write_bytes_atomic, write_json_atomic
 from runtime.metadata import read_sidecar
 from runtime.tables import Table
 from serving.client import ImageClient
@@ -230,9 +229,9 @@ def main(argv: list[str] | None = None) -> None:
     md = markdown(rows, command, args.model, args, statistics.median(reference))
     args.output.mkdir(parents=True, exist_ok=True)
     stem = args.output / "triton-load-pvt_v2_b0"
-    write_bytes_atomic(stem.with_suffix(".md"), md.encode())
-    write_json_atomic(
-        stem.with_suffix(".json"),
+    write_result(
+        stem,
+        md,
         {
             "command": command,
             "tolerance": PROB_TOLERANCE,
