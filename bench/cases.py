@@ -18,7 +18,7 @@ from runtime.timing import TimingStats, time_interleaved
 
 @dataclass(frozen=True)
 class Case:
-    backend: str  # torch-cpu, torch-cuda, torch-cuda-graphs, onnxruntime-cpu, tensorrt, ...
+    backend: str  # torch-cpu, torch-cuda, torch-cuda-graphs, onnxruntime-cpu, openvino-cpu, tensorrt, ...
     precision: str
     fusion: str
     size: int  # square input side

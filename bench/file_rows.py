@@ -47,21 +47,32 @@ def pick_model(files: list[ModelFile], case: Case, backbone: str | None) -> Mode
     """The file that runs `case`: an engine for TensorRT, an ONNX model otherwise (for INT8 on the
     CPU the `cpu` Q/DQ layout first, which ONNX Runtime runs fastest)."""
     kind = "engine" if case.backend == "tensorrt" else "onnx"
+    precision = "fp32" if case.precision == "bf16" else case.precision  # BF16: the FP32 file, run in BF16
     matches = [
         f
         for f in files
         if f.kind == kind
         and f.fusion == case.fusion
-        and f.precision == case.precision
+        and f.precision == precision
         and (backbone is None or f.backbone == backbone)
     ]
-    preferred = "cpu" if case.backend == "onnxruntime-cpu" else "tensorrt"
+    preferred = "cpu" if BACKENDS[case.backend].device == "cpu" else "tensorrt"
     matches.sort(key=lambda f: f.layout != preferred)
     return matches[0] if matches else None
 
 
+def inference_precision(case: Case) -> str | None:
+    """openvino-cpu: BF16 rows run in BF16 and FP32 rows in FP32, whatever the CPU's default; FP16
+    and INT8 rows run their float layers in the CPU's default (BF16 where native). Else None."""
+    if BACKENDS[case.backend].family != "openvino":
+        return None
+    return {"bf16": "bf16", "fp32": "f32"}.get(case.precision, "auto")
+
+
 def file_target(case: Case, model: ModelFile, threads: int | None) -> Target:
-    runner = open_runner(model.path, case.backend, threads=threads, check=False)  # the plan checked it
+    runner = open_runner(  # the plan checked the backend
+        model.path, case.backend, threads=threads, check=False, inference_precision=inference_precision(case)
+    )
     x = np.zeros((case.batch, 3, case.size, case.size), np.float32)
     try:
         runner.infer(x)  # checks the shape against the model (an engine's profile) before timing
@@ -72,5 +83,7 @@ def file_target(case: Case, model: ModelFile, threads: int | None) -> Target:
         how = "host clock per call, including host-to-device and device-to-host copies (TensorRT runner)"
     else:
         copies = ", including host-device copies" if BACKENDS[case.backend].device == "cuda" else ""
-        how = f"host clock per call, input in host memory{copies} ({model.path.name})"
+        floats = getattr(runner, "inference_precision", None)
+        floats = f", floats in {floats}" if floats else ""
+        how = f"host clock per call, input in host memory{copies} ({model.path.name}{floats})"
     return Target(lambda: runner.infer(x), how, runner.close)

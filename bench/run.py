@@ -19,9 +19,10 @@ from bench.cases import Case, Settings, run_cases
 from bench.file_rows import ModelFile, describe_folder, file_target, pick_model
 from bench.report import BenchReport, measure_matmul_gflops
 from runtime.backends import BACKENDS, FAMILIES, FILE_BACKENDS, TORCH_BACKENDS, backend_unavailable, expand_backends
+from runtime.cpu_features import cpu_features
 from runtime.environment import provenance, stamp
 from runtime.errors import UserError
-from runtime.metadata import FUSION_NAMES, PRECISIONS
+from runtime.metadata import BF16_BACKENDS, FUSION_NAMES, RUN_PRECISIONS
 
 
 @dataclass
@@ -46,7 +47,7 @@ class BenchOptions:
     def validate(self) -> None:
         for name, given, allowed in (
             ("--backends", expand_backends(self.backends), (*BACKENDS, *FAMILIES)),
-            ("--precision", self.precisions, PRECISIONS),
+            ("--precision", self.precisions, RUN_PRECISIONS),
             ("--fusion", self.fusions, FUSION_NAMES),
         ):
             bad = [v for v in given if v not in allowed]
@@ -89,6 +90,13 @@ def run_bench(
             why = "PyTorch is not installed here (runtime-only install)"
         if why:
             skipped.update({c: why for c in cases if c.backend == backend})
+    for c in cases:
+        if c.precision != "bf16" or c in skipped:
+            continue
+        if c.backend not in BF16_BACKENDS:
+            skipped[c] = f"bf16 runs on {', '.join(BF16_BACKENDS)} (an FP32 model computed in BF16)"
+        elif not cpu_features().bf16:
+            skipped[c] = "this CPU computes no BF16 natively (needs AVX-512 BF16 or AMX)"
     if torch_here:
         from bench.torch_rows import torch_unavailable
 
@@ -162,7 +170,8 @@ def _model_files(options, cases, skipped, torch_here: bool, say) -> list[ModelFi
 
     work, backbone = Path(options.work), options.backbone or "pvt_v2_b2"
     work.mkdir(parents=True, exist_ok=True)
-    precisions = sorted({c.precision for c in wanted if c.backend.startswith("onnxruntime")} - {"fp32"})
+    ort_or_openvino = [c for c in wanted if BACKENDS[c.backend].family in ("onnxruntime", "openvino")]
+    precisions = sorted({c.precision for c in ort_or_openvino} - {"fp32", "bf16"})  # bf16 runs the FP32 file
     for fusion in dict.fromkeys(c.fusion for c in wanted):
         fp32 = export_fp32(work / f"{backbone}_{fusion}.onnx", backbone, fusion, options.weights, say=say)
         make_variants(fp32, precisions, weights=options.weights, int8=Int8Settings(target="cpu"), work=work, say=say)
@@ -175,7 +184,8 @@ def _missing_model(case: Case, options: BenchOptions) -> str:
             f"no {case.precision} engine for {case.fusion} in {options.models or options.work} "
             "(build one with msdeploy export engine)"
         )
-    return f"no {case.precision} ONNX model for {case.fusion} in {options.models or options.work}"
+    precision = "fp32" if case.precision == "bf16" else case.precision  # bf16 runs the FP32 file
+    return f"no {precision} ONNX model for {case.fusion} in {options.models or options.work}"
 
 
 def _fill_model_tables(report: BenchReport, options: BenchOptions, files, torch_here: bool, say) -> None:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from models.runner import torch_runner_for
-from runtime.backends import load
+from runtime.backends import AUTO, load
 from runtime.compare import ParityReport, run_parity
 from runtime.errors import UserError
 
@@ -40,9 +40,12 @@ def check_model_parity(
     sizes: Sequence[tuple[int, int]] = ((256, 256), (320, 320), (352, 352), (416, 416)),
     batches: Sequence[int] = (1, 2),
     weights: str | Path | None = None,
+    backend: str = AUTO,
+    inference_precision: str | None = None,
 ) -> ParityReport:
-    """`msdeploy parity`: the model (any backend runtime.load supports) against PyTorch."""
-    with load(model_path) as runner:
+    """`msdeploy parity`: the model (on `backend`, default by file type) against PyTorch. A model run
+    in BF16 (openvino-cpu) is judged with the BF16 tolerance."""
+    with load(model_path, backend, inference_precision=inference_precision) as runner:
         meta = runner.require_metadata()
         for h, w in sizes:
             if min(h, w) < meta.min_size:
@@ -50,4 +53,6 @@ def check_model_parity(
         # the metadata the file itself carries: a sidecar may be missing or stale
         with torch_runner_for(meta, weights) as reference:
             shapes = parity_shapes(sizes, batches, meta.static_size)
-            return run_parity(runner, reference, shapes, precision=meta.precision)
+            # floats run in BF16 (openvino-cpu): an FP32 or FP16 file is judged with the BF16 tolerance
+            bf16 = getattr(runner, "inference_precision", None) == "bf16" and meta.precision in ("fp32", "fp16")
+            return run_parity(runner, reference, shapes, precision="bf16" if bf16 else meta.precision)

@@ -55,6 +55,8 @@ def scaled_side(side, scale: float):
     # symbolic sizes stay "32 * m", so the backbone's ceil(side / stride) folds to 8m, 4m, 2m, m
     # instead of nested floor divisions (this made the export several times faster).
     blocks = (frac.numerator * side) // (ALIGN * frac.denominator)
+    if isinstance(blocks, torch.Tensor):  # TorchScript tracing (openvino.convert_model): sizes are tensors
+        return ALIGN * torch.clamp(blocks, min=MIN_SIDE // ALIGN)
     return ALIGN * torch.sym_max(MIN_SIDE // ALIGN, blocks)
 
 

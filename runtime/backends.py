@@ -23,7 +23,7 @@ from runtime.runner import Runner
 @dataclass(frozen=True)
 class Backend:
     name: str
-    family: str  # "torch", "onnxruntime" or "tensorrt"
+    family: str  # "torch", "onnxruntime", "openvino" or "tensorrt"
     device: str  # "cpu" or "cuda"
     providers: tuple[str, ...] = ()  # ONNX Runtime execution providers, in order of preference
 
@@ -41,13 +41,17 @@ BACKENDS = {
         Backend("torch-cuda-graphs", "torch", "cuda"),
         Backend("onnxruntime-cpu", "onnxruntime", "cpu", ("CPUExecutionProvider",)),
         Backend("onnxruntime-cuda", "onnxruntime", "cuda", ("CUDAExecutionProvider", "CPUExecutionProvider")),
+        Backend("openvino-cpu", "openvino", "cpu"),
         Backend("tensorrt", "tensorrt", "cuda"),
     )
 }
 FILE_BACKENDS = tuple(name for name, b in BACKENDS.items() if b.runs_files)
 TORCH_BACKENDS = tuple(name for name, b in BACKENDS.items() if b.family == "torch")
 # a family name stands for all its backends
-FAMILIES = {family: tuple(n for n, b in BACKENDS.items() if b.family == family) for family in ("torch", "onnxruntime")}
+FAMILIES = {
+    family: tuple(n for n, b in BACKENDS.items() if b.family == family)
+    for family in ("torch", "onnxruntime", "openvino")
+}
 AUTO = "auto"  # by file type: TensorRT for .engine/.plan, ONNX Runtime with the best provider installed
 
 
@@ -59,7 +63,8 @@ def backend(name: str) -> Backend:
 
 
 def expand_backends(names: Sequence[str]) -> list[str]:
-    """Family names (`torch`, `onnxruntime`) stand for all their backends; order kept, repeats dropped."""
+    """Family names (`torch`, `onnxruntime`, `openvino`) stand for all their backends; order kept, repeats
+    dropped."""
     return list(dict.fromkeys(b for name in names for b in FAMILIES.get(name, (name,))))
 
 
@@ -72,9 +77,20 @@ def backend_unavailable(name: str) -> str | None:
     return None if found.available else f"{name} cannot run here: {found.detail}"
 
 
-def load(path: str | Path, **options) -> Runner:
-    """Open a model file with the backend its format needs. Options go to the backend
-    (ONNX Runtime: providers=[...], threads=N; TensorRT engines: cuda_graphs=True)."""
+def load(path: str | Path, backend: str = AUTO, **options) -> Runner:
+    """Open a model file with the backend its format needs, or with a named `backend` (then as
+    `open_runner` does: `runtime.load("m.onnx", backend="openvino-cpu", inference_precision="bf16")`).
+    Other options go to the backend (ONNX Runtime: providers=[...], threads=N; TensorRT engines:
+    cuda_graphs=True)."""
+    if backend != AUTO or options.get("inference_precision"):
+        extra = sorted(set(options) - {"threads", "weights", "check", "inference_precision"})
+        if extra:
+            raise UserError(
+                f"load(..., backend={backend!r}) takes threads, weights and inference_precision; "
+                f"{', '.join(extra)} apply only when the backend is chosen by file type (backend='auto')"
+            )
+        return open_runner(path, backend, **options)
+    options.pop("inference_precision", None)
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model file not found: {path}")
@@ -97,22 +113,29 @@ def open_runner(
     threads: int | None = None,
     weights: str | Path | None = None,
     check: bool = True,
+    inference_precision: str | None = None,
 ) -> Runner:
     """Open `model` on a named backend. `auto` picks by file type; the others insist, with an error
     saying what fits. PyTorch backends rebuild the network `model` was exported from (its metadata,
     with `weights` when it was exported from a checkpoint). `check=False` skips the availability
-    probe (a caller that has just checked)."""
+    probe (a caller that has just checked). `inference_precision` (openvino-cpu only: auto, bf16,
+    f32) is the precision its floats run in."""
     path = Path(model)
     is_engine = path.suffix in ENGINE_SUFFIXES
-    if backend_name == AUTO:
+    spec = backend(backend_name) if backend_name != AUTO else None
+    if inference_precision and (spec is None or spec.family != "openvino"):
+        raise UserError(
+            f"--inference-precision applies to openvino-cpu only (backend {backend_name}); the precision of "
+            "other backends is the model file's"
+        )
+    if spec is None:
         return load(path, threads=threads) if not is_engine else load(path)
-    spec = backend(backend_name)
     if spec.family == "tensorrt" and not is_engine:
         raise UserError(
             f"{path} is not a TensorRT engine; build one on this machine with `msdeploy export engine {path}` "
             "and pass the .engine file"
         )
-    if spec.family == "onnxruntime" and is_engine:
+    if spec.family in ("onnxruntime", "openvino") and is_engine:
         raise UserError(f"{path} is a TensorRT engine; {backend_name} runs the .onnx model it was built from")
     # probed here: ONNX Runtime would fall back to the CPU silently, PyTorch needs the [export] install;
     # a TensorRT engine says itself why it cannot load (no nvidia-smi needed on a Jetson)
@@ -124,6 +147,12 @@ def open_runner(
         return load(path)
     if spec.family == "onnxruntime":
         return load(path, providers=list(spec.providers), threads=threads)
+    if spec.family == "openvino":
+        if not path.is_file():
+            raise UserError(f"model file not found: {path}")
+        from runtime.openvino_backend import OpenVINORunner
+
+        return OpenVINORunner(str(path), threads=threads, inference_precision=inference_precision)
     openers = list(entry_points(group="msdeploy.runners", name="torch"))
     if not openers:
         raise UserError("PyTorch backends need the project installed: pip install -e '.[export]' in the checkout")

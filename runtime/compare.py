@@ -50,6 +50,8 @@ class Tolerance:
 TOLERANCES = {
     "fp32": Tolerance(atol=1e-4, min_cosine=0.99999, rtol=1e-5),
     "fp16": Tolerance(atol=5e-2, min_cosine=0.999, rtol=1e-2),
+    # BF16 keeps 8 significand bits to FP16's 11: the same check, four to eight times wider
+    "bf16": Tolerance(atol=2e-1, min_cosine=0.998, rtol=5e-2),
     # INT8: a gate against broken quantization; `msdeploy accuracy` judges the quality
     "int8": Tolerance(atol=1.0, min_cosine=0.98, rtol=0.2),
 }

@@ -16,11 +16,14 @@ import sys
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
+from runtime.cpu_features import cpu_features
+
 # the versions a result records; nvidia-pytriton bundles tritonserver (msdeploy serve)
 # fmt: off
 PACKAGES = (
     "multiscale-deploy", "numpy", "torch", "timm", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript",
     "tensorrt", "tensorrt-rtx-cu12", "polygraphy", "nvidia-modelopt", "nvidia-pytriton", "tritonclient",
+    "openvino", "nncf",
 )
 # fmt: on
 
@@ -76,6 +79,7 @@ class Environment:
     gpus: list[str]
     packages: dict[str, str | None]
     backends: list[BackendStatus] = field(default_factory=list)
+    cpu_features: str = ""  # the BF16 / INT8 extensions present (runtime.cpu_features)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -96,12 +100,14 @@ def _backends(gpus: list[str]) -> list[BackendStatus]:
     builders = {t.name: package_version(t.distribution) for t in TARGETS.values()}
     installed = ", ".join(f"{name} {version}" for name, version in builders.items() if version)
     rtx = " (TensorRT-RTX builds engines here without one)" if builders["tensorrt-rtx"] else ""
+    openvino = package_version("openvino")
     why_not = {
         "torch": None if torch_ok else "PyTorch is not installed here (runtime-only install; extra [export])",
         "onnxruntime": None if providers else "onnxruntime is not installed (pip install onnxruntime)",
         "tensorrt": None
         if installed
         else "not installed (JetPack ships TensorRT; desktop: extra [gpu]; RTX GPUs: extra [tensorrt-rtx])",
+        "openvino": None if openvino else "OpenVINO is not installed (extra [openvino])",
     }
     out = []
     for name, spec in BACKENDS.items():
@@ -114,9 +120,21 @@ def _backends(gpus: list[str]) -> list[BackendStatus]:
                 if spec.family == "tensorrt"
                 else "no NVIDIA GPU found"
             )
-        detail = {"torch": "PyTorch eager", "onnxruntime": "providers: " + ", ".join(providers), "tensorrt": installed}
+        detail = {
+            "torch": "PyTorch eager",
+            "onnxruntime": "providers: " + ", ".join(providers),
+            "tensorrt": installed,
+            "openvino": f"OpenVINO {openvino}, floats in {_openvino_precision()} by default",
+        }
         out.append(BackendStatus(name, reason is None, reason or detail[spec.family]))
     return out
+
+
+def _openvino_precision() -> str:
+    from runtime.openvino_backend import default_inference_precision
+
+    native = "native BF16 on this CPU" if cpu_features().bf16 else "no native BF16 on this CPU"
+    return f"{default_inference_precision()} ({native})"
 
 
 @lru_cache(maxsize=1)
@@ -130,6 +148,7 @@ def collect_environment() -> Environment:
         gpus=gpus,
         packages={name: package_version(name) for name in PACKAGES},
         backends=_backends(gpus),
+        cpu_features=cpu_features().describe(),
     )
 
 

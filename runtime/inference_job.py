@@ -30,6 +30,7 @@ class InferOptions:
     size: tuple[int, int] | None = None
     backend: str = "auto"
     threads: int | None = None
+    inference_precision: str | None = None  # openvino-cpu: auto, bf16 or f32
     soft: bool = False  # write probability maps (grey levels) instead of binary masks
     overlay: bool = True
     max_pixels: int | None = DEFAULT_MAX_PIXELS
@@ -134,6 +135,7 @@ def run_inference(options: InferOptions, progress: Callable[[int, int, str], Non
         threshold=options.threshold,
         threads=options.threads,
         max_pixels=options.max_pixels,
+        inference_precision=options.inference_precision,
     )
     summary = InferSummary(
         model=str(options.model),
@@ -159,7 +161,8 @@ def run_inference(options: InferOptions, progress: Callable[[int, int, str], Non
 
 def _providers(predictor: Predictor) -> str:
     providers = getattr(predictor.runner, "providers", None)
-    return f" ({providers[0]})" if providers else ""
+    precision = getattr(predictor.runner, "inference_precision", None)  # OpenVINO
+    return f" ({providers[0]})" if providers else f" ({precision})" if precision else ""
 
 
 def _predict_one(predictor: Predictor, job: Job, options: InferOptions) -> ImageResult:

@@ -17,6 +17,10 @@ from runtime.files import check_output_path, sha256_file
 
 FORMAT = "msdeploy-model/1"
 PRECISIONS = ("fp32", "fp16", "int8")  # what a model file computes in
+# what a benchmark row or a parity check can run in: the file precisions, plus BF16, which is not in
+# any file: CPU backends that compute it natively (openvino-cpu) run an FP32 model's floats in BF16
+RUN_PRECISIONS = (*PRECISIONS, "bf16")
+BF16_BACKENDS = ("openvino-cpu",)
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan")  # TensorRT; see runtime.tensorrt_common
 # models.fusion.FUSIONS by name, for torch-free callers (the CLI, the benchmark); a test keeps them equal

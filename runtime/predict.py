@@ -86,10 +86,15 @@ class Predictor:
         threshold: float = 0.5,
         threads: int | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        inference_precision: str | None = None,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise UserError(f"threshold {threshold} must lie strictly between 0 and 1")
-        self.runner = model if isinstance(model, Runner) else open_runner(model, backend, threads=threads)
+        self.runner = (
+            model
+            if isinstance(model, Runner)
+            else open_runner(model, backend, threads=threads, inference_precision=inference_precision)
+        )
         self.metadata = self.runner.require_metadata()
         # a fixed-shape engine (DLA) runs at its one size unless another is asked (and then refused)
         self.size = input_size(self.metadata, size or self.runner.fixed_image_size())

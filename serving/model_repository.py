@@ -1,9 +1,12 @@
 """`msdeploy export triton`: a Triton Inference Server model repository entry for an exported model.
 
-Two kinds of entry, both `<repository>/<name>/config.pbtxt` plus version `1/`:
+Three kinds of entry, all `<repository>/<name>/config.pbtxt` plus version `1/`:
 - native (`--backend native`): `1/model.onnx` (platform `onnxruntime_onnx`) or `1/model.plan`
   (platform `tensorrt_plan`), tensors in and out, what GPU servers running NVIDIA's Triton
   containers load. Inputs, outputs, dtypes and dynamic sizes come from the model's metadata.
+- OpenVINO (`--backend openvino`): the same tensors, `1/model.onnx` served by Triton's OpenVINO
+  backend on CPU instances (x86 servers without a GPU). The server bundled with nvidia-pytriton has
+  no OpenVINO backend, so these entries are checked against the schema only, never loaded here.
 - Python backend (`--backend python`): `1/model.py` wrapping `runtime.Predictor`, encoded image
   in, mask and probabilities out (see serving.triton_python_model); the server bundled with
   nvidia-pytriton serves it on a CPU. Its config names the Python environment the backend runs
@@ -31,7 +34,7 @@ PLATFORMS = {
     **{suffix: ("tensorrt_plan", "model.plan") for suffix in ENGINE_SUFFIXES},
 }
 DEFAULT_QUEUE_DELAY_US = 100  # how long the scheduler may hold a request to form a batch
-TRITON_BACKENDS = ("native", "python")  # Triton backends an entry is served by
+TRITON_BACKENDS = ("native", "openvino", "python")  # Triton backends an entry is served by
 INSTANCE_KINDS = ("auto", "gpu", "cpu")  # auto: gpu, except a Python-backend ONNX model
 PYTHON_MODEL = """\
 # Written by `msdeploy export triton --backend python`: Triton's Python backend loads this file;
@@ -54,14 +57,17 @@ class TritonOptions:
     # Python backend only:
     python_env: Path | None = None  # EXECUTION_ENV_PATH; default: the running environment
     server_python: bool = False  # no EXECUTION_ENV_PATH: the server's own Python has our package (NGC image)
-    threads: int | None = None  # ONNX Runtime threads per instance (default: ONNX Runtime's)
+    threads: int | None = None  # ONNX Runtime / OpenVINO threads per instance (default: the library's)
     threshold: float = 0.5
+    # OpenVINO backend: bf16 sets HINT_BF16; None leaves the server CPU's default (BF16 on AMX CPUs)
+    inference_precision: str | None = None
     force: bool = False
 
     def instance_kind(self) -> str:
         if self.kind != "auto":
             return self.kind
-        return "cpu" if self.backend == "python" and self.model.suffix == ".onnx" else "gpu"
+        on_cpu = self.backend == "openvino" or (self.backend == "python" and self.model.suffix == ".onnx")
+        return "cpu" if on_cpu else "gpu"
 
 
 @dataclass
@@ -113,9 +119,10 @@ def model_config_text(name: str, platform: str, model_file: str, meta: ModelMeta
             "output", [("mask", "TYPE_UINT8", [-1, -1]), ("probability", "TYPE_FP32", [-1, -1])]
         )
     else:
+        runs_on = 'backend: "openvino"' if options.backend == "openvino" else f'platform: "{platform}"'
         head = [
             f'name: "{name}"',
-            f'platform: "{platform}"',
+            runs_on,
             f'default_model_filename: "{model_file}"',
             f"max_batch_size: {options.max_batch_size}",
         ]
@@ -133,7 +140,20 @@ def model_config_text(name: str, platform: str, model_file: str, meta: ModelMeta
         lines += ["dynamic_batching {", f"  max_queue_delay_microseconds: {options.queue_delay_us}", "}"]
     if options.backend == "python":
         lines += _parameters(_python_parameters(model_file, options))
+    if options.backend == "openvino":
+        lines += _parameters(_openvino_parameters(options))
     return "\n".join(lines) + "\n"
+
+
+def _openvino_parameters(options: TritonOptions) -> dict[str, str]:
+    """Triton OpenVINO backend settings: one stream per instance tuned for latency (instances and
+    dynamic batching give the throughput), threads and BF16 as asked."""
+    values = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
+    if options.threads:
+        values["INFERENCE_NUM_THREADS"] = str(options.threads)
+    if options.inference_precision == "bf16":
+        values["HINT_BF16"] = "YES"
+    return values
 
 
 def _python_parameters(model_file: str, options: TritonOptions) -> dict[str, str]:
@@ -187,6 +207,18 @@ def _check(options: TritonOptions, meta: ModelMetadata, side: dict) -> None:
                 f"--python-env {env} has no bin/activate; give a virtual environment (or conda env) that "
                 "has multiscale-deploy[serve] installed"
             )
+    if options.backend == "openvino":
+        if options.model.suffix != ".onnx":
+            raise UserError(f"{options.model}: Triton's OpenVINO backend serves .onnx models, not TensorRT engines")
+        if options.instance_kind() != "cpu":
+            raise UserError("Triton's OpenVINO backend runs on CPU instances: drop --kind gpu (or pass --kind cpu)")
+        if options.inference_precision not in (None, "auto", "bf16"):
+            raise UserError(
+                "Triton's OpenVINO backend has a BF16 switch (HINT_BF16) but none for FP32: leave "
+                "--inference-precision out (the server CPU's default) or pass bf16"
+            )
+    elif options.inference_precision:
+        raise UserError("--inference-precision applies to --backend openvino only")
     if options.backend == "native" and side.get("target", "tensorrt") != "tensorrt":
         # Triton's tensorrt_plan backend links TensorRT, which cannot load a TensorRT-RTX plan
         raise UserError(

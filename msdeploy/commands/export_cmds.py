@@ -49,10 +49,18 @@ def show_parity(report, as_json: bool = False) -> None:
     )
 
 
-def run_parity(model: str, sizes: Sequence[tuple[int, int]], batches: Sequence[int], weights, as_json: bool) -> bool:
+def run_parity(
+    model: str,
+    sizes: Sequence[tuple[int, int]],
+    batches: Sequence[int],
+    weights,
+    as_json: bool,
+    backend: str = "auto",
+    inference_precision: str | None = None,
+) -> bool:
     from export.parity import check_model_parity
 
-    report = check_model_parity(model, sizes, batches, weights)
+    report = check_model_parity(model, sizes, batches, weights, backend, inference_precision)
     show_parity(report, as_json)
     return report.passed
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from msdeploy.output import console, print_table
+from runtime.cpu_features import cpu_features
 from runtime.environment import collect_environment
 
 
@@ -15,6 +16,11 @@ def show_info(as_json: bool) -> None:
         return
     console.print(f"Python {env.python} on {env.platform}")
     console.print(f"CPU: {env.cpu} ({env.cpu_count} logical cores)")
+    features = cpu_features()
+    console.print(
+        f"CPU extensions: {env.cpu_features}; BF16 {'native' if features.bf16 else 'not native'}, "
+        f"INT8 dot products {'native' if features.int8 else 'not native'}"
+    )
     console.print("GPU: " + (", ".join(env.gpus) if env.gpus else "none found (nvidia-smi absent or no device)"))
     print_table("Packages", ["package", "version"], ((k, v or "-") for k, v in env.packages.items()))
     print_table(

@@ -48,3 +48,17 @@ def test_generator_outputs():
 def test_bad_scales(scales, fragment):
     with pytest.raises(ValueError, match=fragment):
         validate_scales(scales)
+
+
+def test_the_scaled_copies_trace_with_torchscript():
+    """openvino.convert_model traces the network with TorchScript, where sizes are tensors: the size
+    rule must hold there too, and follow a new input size (not freeze the traced one)."""
+    import warnings
+
+    generator = MultiScaleInputGenerator((0.5, 1.0, 1.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(generator, torch.zeros(1, 3, 96, 96))
+    for height, width in ((96, 96), (128, 160), (352, 352)):
+        x = torch.zeros(1, 3, height, width)
+        assert [c.shape for c in traced(x)] == [c.shape for c in generator(x)]

@@ -107,3 +107,53 @@ def test_python_backend_entry(exported, tmp_path):
     ngc = write_triton_model(TritonOptions(exported["absi"], tmp_path / "r4", backend="python", server_python=True))
     assert "EXECUTION_ENV_PATH" not in validate_config(ngc.config.read_text()).parameters
     assert any("server's own Python" in note for note in ngc.notes)
+
+
+def test_openvino_entry_for_cpu_servers(exported, tmp_path):
+    """Triton's OpenVINO backend: the same tensors, CPU instances, latency settings and BF16 as asked.
+    Checked against the schema only: the server bundled with nvidia-pytriton has no OpenVINO backend."""
+    repo = tmp_path / "repo"
+    result = write_triton_model(
+        TritonOptions(
+            model=exported["absi"],
+            repository=repo,
+            name="cod",
+            backend="openvino",
+            threads=4,
+            inference_precision="bf16",
+        )
+    )
+    config = validate_config(result.config.read_text())
+    assert config.backend == "openvino" and not config.platform and result.validated
+    assert config.default_model_filename == "model.onnx" and result.model_file.name == "model.onnx"
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    assert params == {
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": "1",
+        "INFERENCE_NUM_THREADS": "4",
+        "HINT_BF16": "YES",
+    }
+    assert [t.name for t in config.input] == ["image"] and config.output[0].name == "mask_logits"
+
+    plain = write_triton_model(TritonOptions(model=exported["absi"], repository=repo, name="cod2", backend="openvino"))
+    assert "HINT_BF16" not in plain.config.read_text()  # the server CPU's own default
+    with pytest.raises(UserError, match="none for FP32"):
+        write_triton_model(
+            TritonOptions(
+                model=exported["absi"], repository=repo, name="x", backend="openvino", inference_precision="f32"
+            )
+        )
+    with pytest.raises(UserError, match="runs on CPU instances"):
+        write_triton_model(
+            TritonOptions(model=exported["absi"], repository=repo, name="g", backend="openvino", kind="gpu")
+        )
+    with pytest.raises(UserError, match="applies to --backend openvino only"):
+        write_triton_model(TritonOptions(model=exported["absi"], repository=repo, name="y", inference_precision="bf16"))
+    engine = tmp_path / "net.engine"
+    engine.write_bytes(b"plan")
+    (tmp_path / "net.engine.json").write_text(
+        json.dumps({"format": ENGINE_FORMAT, "model": read_sidecar(exported["absi"])})
+    )
+    with pytest.raises(UserError, match="OpenVINO backend serves .onnx models"):
+        write_triton_model(TritonOptions(model=engine, repository=repo, name="z", backend="openvino"))
