@@ -50,6 +50,7 @@ def build_variants(fusion: str, work: Path, calib: Path, count: int) -> tuple[li
                     target=target,
                     size=HELD_OUT_SIZE,
                     force=True,
+                    recalibrate=True,  # the work folder's cache may be for an earlier checkpoint's export
                     output=work / f"demo_{fusion}.{suffix}.onnx",
                 )
             )

@@ -24,7 +24,8 @@ from msdeploy import __version__
 from runtime.backends import AUTO, BACKENDS, FILE_BACKENDS
 from runtime.backends import FAMILIES as BACKEND_FAMILIES
 from runtime.errors import MSDeployError, UserError
-from runtime.metadata import FUSION_NAMES, PRECISIONS
+from runtime.metadata import FUSION_NAMES, PRECISIONS, RUN_PRECISIONS
+from runtime.openvino_backend import INFERENCE_PRECISIONS
 from runtime.tensorrt_common import TARGETS as TENSORRT_TARGETS
 from serving.model_repository import INSTANCE_KINDS, TRITON_BACKENDS
 from workflows.train_config import TrainConfig
@@ -109,6 +110,11 @@ FOLDER = click.Path(file_okay=False, path_type=Path)
 FUSION_OPTION = click.option("--fusion", type=click.Choice(FUSION_NAMES), default="hierarchical")
 FUSIONS_OPTION = click.option(
     "--fusion", "fusions", type=NAMES, default="hierarchical,absi", help="Comma-separated fusion modes."
+)
+INFERENCE_PRECISION_OPTION = click.option(
+    "--inference-precision",
+    type=click.Choice(INFERENCE_PRECISIONS),
+    help="openvino-cpu: the precision floats run in; auto = bf16 where the CPU has AVX-512 BF16 or AMX, else f32.",
 )
 
 
@@ -347,6 +353,7 @@ def export_bundle_cmd(workspace, **options) -> None:
     type=click.Choice(TRITON_BACKENDS),
     default="native",
     help="native: the model itself (onnxruntime_onnx / tensorrt_plan), tensors in and out, for NGC containers; "
+    "openvino: the ONNX model on Triton's OpenVINO backend (CPU servers; not loadable by the bundled server); "
     "python: our runtime in Triton's Python backend, encoded image in, mask out (serves on a CPU with "
     "`msdeploy serve`).",
 )
@@ -356,7 +363,7 @@ def export_bundle_cmd(workspace, **options) -> None:
     "--kind",
     type=click.Choice(INSTANCE_KINDS),
     default="auto",
-    help="Instance kind; auto: cpu for a Python-backend ONNX model, else gpu.",
+    help="Instance kind; auto: cpu for the OpenVINO backend and a Python-backend ONNX model, else gpu.",
 )
 @click.option("--dynamic-batching/--no-dynamic-batching", default=True)
 @click.option("--queue-delay-us", type=int, default=100, help="Longest wait to form a dynamic batch.")
@@ -370,7 +377,12 @@ def export_bundle_cmd(workspace, **options) -> None:
     is_flag=True,
     help="Python backend: run in the server's own Python (an NGC image with multiscale-deploy[runtime] installed).",
 )
-@click.option("--threads", type=int, help="Python backend: ONNX Runtime threads per instance.")
+@click.option("--threads", type=int, help="Python and OpenVINO backends: CPU threads per instance.")
+@click.option(
+    "--inference-precision",
+    type=click.Choice(("bf16",)),
+    help="OpenVINO backend: bf16 sets HINT_BF16 [default: the server CPU's own (BF16 on AMX CPUs)].",
+)
 @click.option("--threshold", type=float, default=0.5, help="Python backend: mask threshold.")
 @click.option("--force", is_flag=True, help="Replace a model of the same name in the repository.")
 def export_triton_cmd(**options) -> None:
@@ -380,6 +392,7 @@ def export_triton_cmd(**options) -> None:
     \b
     msdeploy export triton model.onnx --repository repo --name cod                  # NGC containers
     msdeploy export triton model.onnx --repository repo --name cod --backend python # msdeploy serve
+    msdeploy export triton model.onnx --repository repo --name cod --backend openvino # CPU servers
     """
     from msdeploy.commands.export_cmds import run_export_triton
     from serving.model_repository import TritonOptions
@@ -423,13 +436,21 @@ def serve(timeout, **options) -> None:
 @click.option("--sizes", default="256,320,352,416", type=SIZES, help="Input sizes: 352 or HxW, comma-separated.")
 @click.option("--batch", "batches", default="1,2", type=INTS, help="Batch sizes, comma-separated.")
 @click.option("--weights", type=FILE, help="The checkpoint the model was exported from.")
+@click.option(
+    "--backend",
+    type=click.Choice((AUTO, *FILE_BACKENDS)),
+    default="auto",
+    help="What runs MODEL; auto: ONNX Runtime for .onnx, TensorRT for .engine.",
+)
+@INFERENCE_PRECISION_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def parity(model, sizes, batches, weights, as_json) -> None:
+def parity(model, sizes, batches, weights, backend, inference_precision, as_json) -> None:
     """Run MODEL and the PyTorch network on the same inputs; per output and size: errors, cosine,
-    the smallest tolerance that passes, PASS/FAIL. Exit code 1 on FAIL."""
+    the smallest tolerance that passes, PASS/FAIL. Exit code 1 on FAIL. An FP32 model run in BF16
+    (--backend openvino-cpu on a CPU with BF16) is judged with the BF16 tolerance."""
     from msdeploy.commands.export_cmds import run_parity
 
-    if not run_parity(model, sizes, batches, weights, as_json):
+    if not run_parity(model, sizes, batches, weights, as_json, backend, inference_precision):
         raise SystemExit(1)
 
 
@@ -564,9 +585,11 @@ def _parse_pixels(ctx, param, value: str | None) -> int | None:
     "--backend",
     type=click.Choice((AUTO, *FILE_BACKENDS)),
     default="auto",
-    help="auto: ONNX Runtime for .onnx (best provider installed), TensorRT for .engine.",
+    help="auto: ONNX Runtime for .onnx (best provider installed), TensorRT for .engine; "
+    "openvino-cpu: OpenVINO on an x86 CPU (extra [openvino]).",
 )
-@click.option("--threads", type=int, help="ONNX Runtime CPU threads [default: all cores].")
+@click.option("--threads", type=int, help="CPU threads (ONNX Runtime, OpenVINO) [default: all cores].")
+@INFERENCE_PRECISION_OPTION
 @click.option("--soft", is_flag=True, help="Write probability maps (grey levels) instead of binary masks.")
 @click.option("--overlay/--no-overlay", default=True, help="Also write NAME_overlay.png.")
 @click.option(
@@ -630,6 +653,12 @@ def data_synth(folder, count, size, seed, force) -> None:
     "--curriculum", type=float, default=TrainConfig.curriculum, help="Fraction of the steps the curriculum lasts."
 )
 @click.option(
+    "--hard-examples",
+    type=click.IntRange(0),
+    default=TrainConfig.hard_examples,
+    help="Draw this many extra images per step and train on the batch with the highest loss (0: off).",
+)
+@click.option(
     "--init-from",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Start from a demo checkpoint: all of it with the same fusion (more training), else all but the fusion units.",
@@ -684,7 +713,11 @@ def selftest(gpu, fusions, work, output, iters, cuda_graphs) -> None:
     "What cannot run here is listed with the reason.",
 )
 @click.option(
-    "--precision", "precisions", type=NAMES, default="fp32", help=f"Comma-separated: {', '.join(PRECISIONS)}."
+    "--precision",
+    "precisions",
+    type=NAMES,
+    default="fp32",
+    help=f"Comma-separated: {', '.join(RUN_PRECISIONS)} (bf16: the FP32 model on openvino-cpu, floats in BF16).",
 )
 @FUSIONS_OPTION
 @click.option("--sizes", type=INTS, default="256,320,352,416", help="Square input sides.")
@@ -705,7 +738,7 @@ def selftest(gpu, fusions, work, output, iters, cuda_graphs) -> None:
 @click.option("--warmup", type=int, default=3, help="Untimed rounds first.")
 @click.option("--iters", type=int, default=10, help="Timed rounds (each model once per round).")
 @click.option("--min-time", type=float, help="Also keep timing until each model ran this many seconds.")
-@click.option("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime [their default: all cores].")
+@click.option("--threads", type=int, help="CPU threads for PyTorch, ONNX Runtime and OpenVINO [default: all cores].")
 @click.option("--tables/--no-tables", default=True, help="Parameter, GFLOPs and memory tables.")
 @click.option("--output", type=FOLDER, help="Write bench-BACKBONE.md/.csv/.json/.png into this folder.")
 @click.option("--detail", is_flag=True, help="Also print every statistic of every measurement.")

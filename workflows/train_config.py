@@ -26,6 +26,9 @@ class TrainConfig:
     # only the faint cue learned little more than a centre prior (the checkpoints of earlier versions).
     contrast_start: float = 0.8
     curriculum: float = 0.6
+    # Online hard-example mining: draw this many extra images per step and train on the `batch` with
+    # the highest loss (0: off). Costs one forward pass of the candidates per step.
+    hard_examples: int = 0
     seed: int = 0
     held_out: int = 100
     init_from: str | None = None  # a demo checkpoint to start from (another fusion's: all but its fusion units)

@@ -49,12 +49,29 @@ def _batch(rng: np.random.Generator, count: int, size: int, contrast: float) -> 
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
-def _mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE plus soft IoU: the usual pair for segmentation of one object."""
+def _image_losses(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE plus soft IoU per image: the usual pair for segmentation of one object."""
     prob = logits.sigmoid()
     inter = (prob * target).sum(dim=(2, 3))
     union = (prob + target - prob * target).sum(dim=(2, 3))
-    return F.binary_cross_entropy_with_logits(logits, target) + (1 - (inter + 1) / (union + 1)).mean()
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(dim=(1, 2, 3))
+    return bce + (1 - (inter + 1) / (union + 1))[:, 0]
+
+
+def _mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return _image_losses(logits, target).mean()
+
+
+@torch.no_grad()
+def _hardest(model: MultiScaleCODNet, x: torch.Tensor, y: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `keep` images the model does worst on (online hard-example mining): rare scenes the
+    network gets wrong (an object lighter than a dark, saturated background) then come up far more
+    often than random drawing shows them."""
+    model.eval()  # no BatchNorm statistics from the candidates
+    losses = _image_losses(model(x), y)
+    model.train()
+    chosen = losses.topk(keep).indices.sort().values
+    return x[chosen], y[chosen]
 
 
 def _contrast_at(step: int, cfg: TrainConfig) -> float:
@@ -135,8 +152,10 @@ def _resumable(cfg: TrainConfig) -> dict:
 
 def _load_resume_point(path: Path, cfg: TrainConfig) -> dict:
     state = torch.load(path, weights_only=False)
-    if state["config"] != _resumable(cfg):
-        differ = sorted(k for k in state["config"] if state["config"][k] != _resumable(cfg).get(k))
+    saved = {"hard_examples": 0, **state["config"]}  # resume points from before the setting existed
+    wanted = _resumable(cfg)
+    if saved != wanted:
+        differ = sorted(k for k in {*saved, *wanted} if saved.get(k) != wanted.get(k))
         raise UserError(
             f"{path} was made with other settings ({', '.join(differ)}); "
             "run with the same options, or pass --force to start over"
@@ -205,7 +224,9 @@ def train_demo(
     for step in range(first_step, cfg.steps):
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
-        x, y = _batch(rng, cfg.batch, int(rng.choice(cfg.sizes)), _contrast_at(step, cfg))
+        x, y = _batch(rng, cfg.batch + cfg.hard_examples, int(rng.choice(cfg.sizes)), _contrast_at(step, cfg))
+        if cfg.hard_examples:
+            x, y = _hardest(model, x, y, cfg.batch)
         logits, scale_loss = model(x, y)
         loss = _mask_loss(logits, y) + scale_loss
         optimizer.zero_grad(set_to_none=True)

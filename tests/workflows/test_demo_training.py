@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from models.demo_weights import HELD_OUT_SEED, HELD_OUT_SIZE, demo_checkpoint
 from runtime.errors import UserError
@@ -79,3 +80,18 @@ def test_committed_demo_checkpoints_segment_held_out_images(fusion):
     scores = evaluate(model, 10, HELD_OUT_SIZE, seed=HELD_OUT_SEED + 1)
     # a random-init network scores IoU below 0.2 here; 10 images carry some noise, hence the margin
     assert scores.iou >= 0.75 and scores.s_measure >= 0.80 and np.isfinite(scores.mae)
+
+
+def test_hard_example_mining_keeps_the_images_the_model_gets_wrong():
+    from workflows.train_demo import _hardest
+
+    class Fixed(torch.nn.Module):  # predicts "object" for images 0 and 2, "background" for 1 and 3
+        def forward(self, x):
+            return torch.zeros_like(x[:, :1]) + torch.tensor([5.0, -5.0, 5.0, -5.0]).view(4, 1, 1, 1)
+
+    model = Fixed().train()
+    x = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 3, 8, 8)
+    y = torch.ones(4, 1, 8, 8)  # every pixel is object
+    hard_x, hard_y = _hardest(model, x, y, 2)
+    assert hard_x[:, 0, 0, 0].tolist() == [1.0, 3.0] and hard_y.shape == (2, 1, 8, 8)
+    assert model.training  # back in training mode
