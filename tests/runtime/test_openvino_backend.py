@@ -111,7 +111,7 @@ def test_an_fp16_file_runs_and_is_judged_by_the_precision_its_floats_run_in(fp16
     from export.parity import check_model_parity
 
     _, fp16 = fp16_absi
-    report = check_model_parity(fp16, ((96, 96),), (1,), None, "openvino-cpu")
+    report = check_model_parity(fp16.path, ((96, 96),), (1,), None, "openvino-cpu")
     assert report.precision == ("bf16" if cpu_features().bf16 else "fp16")
     assert report.passed, report.summary()
 
