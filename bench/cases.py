@@ -34,6 +34,11 @@ class Case:
         return f"{self.backend} {self.precision}"
 
     @property
+    def file_precision(self) -> str:
+        """The precision of the model file the case runs: BF16 runs the FP32 file (in BF16)."""
+        return "fp32" if self.precision == "bf16" else self.precision
+
+    @property
     def device(self) -> str:
         """Where the case runs: "cuda" or "cpu"."""
         return BACKENDS[self.backend].device

@@ -47,13 +47,12 @@ def pick_model(files: list[ModelFile], case: Case, backbone: str | None) -> Mode
     """The file that runs `case`: an engine for TensorRT, an ONNX model otherwise (for INT8 on the
     CPU the `cpu` Q/DQ layout first, which ONNX Runtime runs fastest)."""
     kind = "engine" if case.backend == "tensorrt" else "onnx"
-    precision = "fp32" if case.precision == "bf16" else case.precision  # BF16: the FP32 file, run in BF16
     matches = [
         f
         for f in files
         if f.kind == kind
         and f.fusion == case.fusion
-        and f.precision == precision
+        and f.precision == case.file_precision
         and (backbone is None or f.backbone == backbone)
     ]
     preferred = "cpu" if BACKENDS[case.backend].device == "cpu" else "tensorrt"

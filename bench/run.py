@@ -171,7 +171,7 @@ def _model_files(options, cases, skipped, torch_here: bool, say) -> list[ModelFi
     work, backbone = Path(options.work), options.backbone or "pvt_v2_b2"
     work.mkdir(parents=True, exist_ok=True)
     ort_or_openvino = [c for c in wanted if BACKENDS[c.backend].family in ("onnxruntime", "openvino")]
-    precisions = sorted({c.precision for c in ort_or_openvino} - {"fp32", "bf16"})  # bf16 runs the FP32 file
+    precisions = sorted({c.file_precision for c in ort_or_openvino} - {"fp32"})
     for fusion in dict.fromkeys(c.fusion for c in wanted):
         fp32 = export_fp32(work / f"{backbone}_{fusion}.onnx", backbone, fusion, options.weights, say=say)
         make_variants(fp32, precisions, weights=options.weights, int8=Int8Settings(target="cpu"), work=work, say=say)
@@ -184,8 +184,7 @@ def _missing_model(case: Case, options: BenchOptions) -> str:
             f"no {case.precision} engine for {case.fusion} in {options.models or options.work} "
             "(build one with msdeploy export engine)"
         )
-    precision = "fp32" if case.precision == "bf16" else case.precision  # bf16 runs the FP32 file
-    return f"no {precision} ONNX model for {case.fusion} in {options.models or options.work}"
+    return f"no {case.file_precision} ONNX model for {case.fusion} in {options.models or options.work}"
 
 
 def _fill_model_tables(report: BenchReport, options: BenchOptions, files, torch_here: bool, say) -> None:
