@@ -105,7 +105,7 @@ class Row:
     open: Callable[[int], Callable[[np.ndarray], np.ndarray]]  # size -> (input -> logits)
 
 
-def _ours(fusion: str, models: dict[str, Path], threads: int) -> list[Row]:
+def _ours(models: dict[str, Path], threads: int) -> list[Row]:
     import runtime
 
     def opener(path: Path, backend: str, precision: str | None = None):
@@ -171,15 +171,16 @@ def make_models(backbone: str, fusion: str, work: Path, count: int) -> dict[str,
 
 
 def calibration_arrays(fp32: Path, work: Path, count: int, size: int) -> list[np.ndarray]:
-    """The synthetic calibration images our INT8 uses, preprocessed as the model wants them."""
+    """The images our INT8 calibrates on (the same seeded subset of the synthetic set), preprocessed."""
+    from calibration.data import load_calibration_set
+    from calibration.quantize import CALIBRATION_SEED
     from calibration.synthetic import synthetic_calibration_images
     from runtime.metadata import read_model_metadata
-    from runtime.preprocess import preprocess, read_image
 
     meta, _ = read_model_metadata(fp32)
     folder = synthetic_calibration_images(work / "calibration", count)
-    files = sorted(folder.glob("*.png"))[:count]
-    return [preprocess(read_image(f).rgb, meta, (size, size)) for f in files]
+    chosen = load_calibration_set(folder, meta, count=count, seed=CALIBRATION_SEED, size=(size, size))
+    return [feed[meta.input_name] for feed in chosen]
 
 
 def held_out_arrays(fp32: Path, count: int, size: int) -> list[np.ndarray]:
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         recipe = make_recipe(network_for(meta, None), images, args.agreement_size, keep)
         made_in[fusion] = {"ours (export, calibration, both INT8 layouts)": ours_seconds}
         made_in[fusion].update({f"recipe {k}": v[1] for k, v in recipe.items()})
-        rows[fusion] = _ours(fusion, models, args.threads) + _recipe(recipe, args.threads)
+        rows[fusion] = _ours(models, args.threads) + _recipe(recipe, args.threads)
         held_out[fusion] = held_out_arrays(models["fp32"], args.agreement_images, args.agreement_size)
 
     stats: dict[tuple[str, str, int], dict] = {}
