@@ -43,5 +43,6 @@ def write_result(stem: Path, markdown: str, data: dict) -> None:
     """A script's result: `stem.md` for people and `stem.json` for programs, each written atomically."""
     from runtime.files import write_bytes_atomic, write_json_atomic
 
+    stem.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(stem.with_suffix(".md"), markdown.encode())
     write_json_atomic(stem.with_suffix(".json"), data)

@@ -97,7 +97,7 @@ def _backends(gpus: list[str]) -> list[BackendStatus]:
 
         providers = ort.get_available_providers()
     # one runner for the engines of both NVIDIA builders; TensorRT-RTX also builds without a GPU
-    builders = {t.name: package_version(t.distribution) for t in TARGETS.values()}
+    builders = {t.name: next(filter(None, map(package_version, t.distributions)), None) for t in TARGETS.values()}
     installed = ", ".join(f"{name} {version}" for name, version in builders.items() if version)
     rtx = " (TensorRT-RTX builds engines here without one)" if builders["tensorrt-rtx"] else ""
     openvino = package_version("openvino")

@@ -285,3 +285,22 @@ class TensorRTRunner(Runner):
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # interpreter shutdown: the CUDA library may be gone already
             self.close()
+
+
+# the TensorRT objects the runner calls into, by the attribute it holds them in
+_CALLED_OBJECTS = {"engine": "ICudaEngine", "context": "IExecutionContext", "_trt_runtime": "Runtime"}
+
+
+def missing_runner_calls(trt: ModuleType) -> dict[str, list[str]]:
+    """The methods TensorRTRunner calls on TensorRT's engine, context and runtime that `trt` lacks (read
+    off this module's source), per class; empty lists when every call exists. Checks a TensorRT module
+    against the runner where no GPU can run it (the lean wheel on x86, the aarch64 wheels)."""
+    import re
+
+    source = Path(__file__).read_text()
+    out = {}
+    for attribute, class_name in _CALLED_OBJECTS.items():
+        names = set(re.findall(rf"self\.{attribute}\.(\w+)", source))
+        cls = getattr(trt, class_name, None)
+        out[class_name] = sorted(n for n in names if cls is None or not hasattr(cls, n))
+    return out

@@ -41,7 +41,9 @@ class TensorRTTarget:
     name: str  # what --target takes
     label: str  # its product name, for messages
     module: str  # the Python module
-    distribution: str  # the pip package whose version says which release is installed
+    # the pip packages whose version says which release is installed (one per CUDA major; JetPack's
+    # python3-libnvinfer registers as "tensorrt")
+    distributions: tuple[str, ...]
     install: str  # how a user gets it
     runs_on: str  # which GPUs its engines run on, for messages
     builds_without_gpu: bool  # ahead-of-time build for listed compute capabilities (CPU-only AOT)
@@ -56,7 +58,7 @@ TARGETS: dict[str, TensorRTTarget] = {
         "tensorrt",
         "TensorRT",
         "tensorrt",
-        "tensorrt",
+        ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
         "desktop or server: pip install tensorrt (needs an NVIDIA GPU and driver); Jetson: it comes with "
         "JetPack (python3-libnvinfer)",
         "the GPU model and TensorRT version it was built with",
@@ -68,8 +70,9 @@ TARGETS: dict[str, TensorRTTarget] = {
         "tensorrt-rtx",
         "TensorRT-RTX",
         "tensorrt_rtx",
-        "tensorrt-rtx-cu12",
-        "pip install 'multiscale-deploy[tensorrt-rtx]' (NVIDIA's tensorrt-rtx-cu12 wheels; it builds without a GPU)",
+        ("tensorrt-rtx-cu12", "tensorrt-rtx-cu13"),
+        "pip install 'multiscale-deploy[tensorrt-rtx]' (NVIDIA's tensorrt-rtx wheels, CUDA 12 on x86, CUDA 13 on "
+        "aarch64; it builds without a GPU)",
         "RTX-class GPUs (GeForce / RTX PRO, Ampere or newer; Turing on request) of the compute capabilities "
         "it was built for, with the same TensorRT-RTX version",
         builds_without_gpu=True,
