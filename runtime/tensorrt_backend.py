@@ -288,19 +288,33 @@ class TensorRTRunner(Runner):
 
 
 # the TensorRT objects the runner calls into, by the attribute it holds them in
-_CALLED_OBJECTS = {"engine": "ICudaEngine", "context": "IExecutionContext", "_trt_runtime": "Runtime"}
+# the TensorRT objects the runner holds, by attribute, and their classes; the runtime config and cache
+# are used only where the module has them (TensorRT-RTX's runtime cache)
+_CALLED_OBJECTS = {
+    "engine": "ICudaEngine",
+    "context": "IExecutionContext",
+    "_trt_runtime": "Runtime",
+    "_runtime_config": "IRuntimeConfig",
+    "_runtime_cache": "IRuntimeCache",
+}
+CORE_CLASSES = ("ICudaEngine", "IExecutionContext", "Runtime")
 
 
-def missing_runner_calls(trt: ModuleType) -> dict[str, list[str]]:
-    """The methods TensorRTRunner calls on TensorRT's engine, context and runtime that `trt` lacks (read
-    off this module's source), per class; empty lists when every call exists. Checks a TensorRT module
-    against the runner where no GPU can run it (the lean wheel on x86, the aarch64 wheels)."""
+def runner_calls() -> dict[str, set[str]]:
+    """The methods TensorRTRunner calls on each TensorRT class, read off this module's source."""
     import re
 
     source = Path(__file__).read_text()
+    return {cls: set(re.findall(rf"self\.{attr}\.(\w+)", source)) for attr, cls in _CALLED_OBJECTS.items()}
+
+
+def missing_runner_calls(trt: ModuleType, classes: tuple[str, ...] = CORE_CLASSES) -> dict[str, list[str]]:
+    """The methods TensorRTRunner calls on `classes` of TensorRT that `trt` lacks, per class; empty lists
+    when every call exists. Checks a TensorRT module against the runner where no GPU can run it (the lean
+    wheel on x86, the aarch64 wheels)."""
+    calls = runner_calls()
     out = {}
-    for attribute, class_name in _CALLED_OBJECTS.items():
-        names = set(re.findall(rf"self\.{attribute}\.(\w+)", source))
+    for class_name in classes:
         cls = getattr(trt, class_name, None)
-        out[class_name] = sorted(n for n in names if cls is None or not hasattr(cls, n))
+        out[class_name] = sorted(n for n in calls[class_name] if cls is None or not hasattr(cls, n))
     return out

@@ -40,10 +40,14 @@ def test_every_import_of_the_script_resolves(script):
 
     source = script.read_text()
     trees = [ast.parse(source)]
-    # code given to child processes as a string (python -c) holds imports too
-    trees += [
-        ast.parse(n.value) for n in ast.walk(trees[0]) if isinstance(n, ast.Constant) and "import " in str(n.value)
+    # code given to child processes as a string (python -c) holds imports too: strings whose first
+    # statement is an import (not prose that mentions one)
+    code = [
+        n.value
+        for n in ast.walk(trees[0])
+        if isinstance(n, ast.Constant) and str(n.value).lstrip().startswith(("import ", "from "))
     ]
+    trees += [ast.parse(c.strip()) for c in code]
     missing = []
     for tree in trees:
         for node in ast.walk(tree):

@@ -276,20 +276,13 @@ def test_features_of_the_real_module():
 
 
 def test_every_runner_call_exists_in_the_real_bindings():
-    from tests.runtime.test_tensorrt_lean import _calls_on
+    from runtime.tensorrt_backend import missing_runner_calls, runner_calls
 
-    owners = {
-        "engine": trt.ICudaEngine,
-        "context": trt.IExecutionContext,
-        "_trt_runtime": trt.Runtime,
-        "_runtime_config": trt.IRuntimeConfig,
-        "_runtime_cache": trt.IRuntimeCache,
-    }
-    calls = {cls: _calls_on(owner) for owner, cls in owners.items()}
-    assert {"create_runtime_config", "create_execution_context"} <= calls[trt.ICudaEngine]
-    assert {"create_runtime_cache", "set_runtime_cache"} <= calls[trt.IRuntimeConfig]
-    assert {"serialize", "deserialize"} <= calls[trt.IRuntimeCache]
-    missing = {cls.__name__: sorted(n for n in names if not hasattr(cls, n)) for cls, names in calls.items()}
+    calls = runner_calls()
+    assert {"create_runtime_config", "create_execution_context"} <= calls["ICudaEngine"]
+    assert {"create_runtime_cache", "set_runtime_cache"} <= calls["IRuntimeConfig"]
+    assert {"serialize", "deserialize"} <= calls["IRuntimeCache"]
+    missing = missing_runner_calls(trt, classes=tuple(calls))
     assert not any(missing.values()), missing
     assert "runtime_config" in trt.ICudaEngine.create_execution_context.__doc__  # the overload we call
     assert trt.nptype(trt.DataType.HALF) is np.float16
