@@ -18,6 +18,15 @@ from runtime.files import write_json_atomic
 CACHE_FORMAT = "msdeploy-calibration/1"
 
 
+class StaleCacheError(UserError):
+    """A cache made for other settings, data or model; `model_changed` when it was made for another
+    model file (a cache nothing can use again once the file beside it was re-exported)."""
+
+    def __init__(self, message: str, model_changed: bool):
+        super().__init__(message)
+        self.model_changed = model_changed
+
+
 @dataclass(frozen=True)
 class CalibrationSettings:
     method: str  # entropy | max | percentile
@@ -90,10 +99,11 @@ def _load_entry(path: Path, key: CacheKey, field: str):
         raise UserError(f"{path} is not a calibration cache of ours ({exc}); delete it or pass --recalibrate") from exc
     differences = _differences(stored_key, key.as_dict())
     if differences:
-        raise UserError(
+        raise StaleCacheError(
             f"calibration cache {path} is stale: it was made for a different "
             + "; ".join(differences[:4])
-            + ". Pass --recalibrate to replace it, or --calib-cache NEW.json to keep it"
+            + ". Pass --recalibrate to replace it, or --calib-cache NEW.json to keep it",
+            model_changed=stored_key.get("model_sha256") != key.model_sha256,
         )
     return payload
 

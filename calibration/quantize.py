@@ -14,7 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.cache import CalibrationSettings, cache_key, default_cache_path, load_cache, save_cache
+from calibration.cache import (
+    CalibrationSettings,
+    StaleCacheError,
+    cache_key,
+    default_cache_path,
+    load_cache,
+    save_cache,
+)
 from calibration.data import load_calibration_set
 from calibration.int8 import (
     CALIBRATED_OPS,
@@ -57,6 +64,9 @@ class Int8Options:
     output: Path | None = None
     calib_cache: Path | None = None
     recalibrate: bool = False
+    # replace the default cache when it was made for an earlier export of this file (the variants
+    # pipeline re-exports when the weights change); a cache for other settings is still refused
+    replace_cache_of_old_export: bool = False
     force: bool = False
 
 
@@ -107,7 +117,13 @@ def quantize_int8(
     )
     key, files = cache_key(model_sha256(model_path), settings, options.calib_data)
     cache = Path(options.calib_cache or default_cache_path(model_path, options.method))
-    ranges = None if options.recalibrate else load_cache(cache, key)
+    try:
+        ranges = None if options.recalibrate else load_cache(cache, key)
+    except StaleCacheError as exc:
+        if not (exc.model_changed and options.replace_cache_of_old_export and options.calib_cache is None):
+            raise
+        say(f"calibration cache {cache} was made for an earlier export of {model_path.name}: recalibrating")
+        ranges = None
     reused = ranges is not None
     calib_set = None
     if reused:

@@ -149,6 +149,7 @@ def make_variant(
         float_precision=int8.float_precision,
         output=output,
         force=True,
+        replace_cache_of_old_export=True,  # export_fp32 re-exports beside it when the weights change
     )
     result = quantize_int8(options, progress=say)
     cache = "reused (no calibration run)" if result.cache_reused else f"written ({result.calibration_images} images)"

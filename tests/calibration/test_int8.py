@@ -178,6 +178,26 @@ def test_cache_is_reused_then_refused_when_stale(workspace, tensorrt_int8, tmp_p
     assert json.loads(stale.read_text())["key"]["model_sha256"] != "0" * 64
 
 
+def test_the_variants_pipeline_replaces_only_a_cache_of_an_earlier_export(workspace, tensorrt_int8, tmp_path):
+    """A default cache made for an earlier export of the same file is replaced when asked (the variants
+    pipeline re-exports on new weights); one made for other settings is still refused."""
+    path = tensorrt_int8.cache
+    kept = path.read_text()
+    try:
+        with pytest.raises(UserError, match=r"stale.*seed"):
+            quantize_int8(options(workspace, seed=1, replace_cache_of_old_export=True, output=tmp_path / "s.onnx"))
+        cache = json.loads(kept)
+        cache["key"]["model_sha256"] = "0" * 64
+        path.write_text(json.dumps(cache))
+        with pytest.raises(UserError, match="stale.*model_sha256"):
+            quantize_int8(options(workspace, output=tmp_path / "refused.onnx"))
+        redone = quantize_int8(options(workspace, replace_cache_of_old_export=True, output=tmp_path / "r.onnx"))
+        assert not redone.cache_reused and redone.cache == path
+        assert json.loads(path.read_text())["key"] == json.loads(kept)["key"]
+    finally:
+        path.write_text(kept)
+
+
 def test_exclude_keeps_nodes_in_fp32(workspace, tmp_path):
     import onnx
 
