@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,14 +19,7 @@ from runtime.files import write_json_atomic
 
 CACHE_FORMAT = "msdeploy-calibration/1"
 
-
-class StaleCacheError(UserError):
-    """A cache made for other settings, data or model; `model_changed` when it was made for another
-    model file (a cache nothing can use again once the file beside it was re-exported)."""
-
-    def __init__(self, message: str, model_changed: bool):
-        super().__init__(message)
-        self.model_changed = model_changed
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,7 +82,7 @@ def _differences(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _load_entry(path: Path, key: CacheKey, field: str):
+def _load_entry(path: Path, key: CacheKey, field: str, replace_old_export: bool, say: Callable[[str], None]):
     if not path.exists():
         return None
     try:
@@ -98,20 +93,27 @@ def _load_entry(path: Path, key: CacheKey, field: str):
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{path} is not a calibration cache of ours ({exc}); delete it or pass --recalibrate") from exc
     differences = _differences(stored_key, key.as_dict())
+    if differences and replace_old_export and all(d.startswith("model_sha256 ") for d in differences):
+        # made for an earlier export of this very file with the same settings and images: nothing can
+        # use it again, so the caller recalibrates and overwrites it
+        say(f"calibration cache {path} was made for an earlier export of this model: recalibrating")
+        return None
     if differences:
-        raise StaleCacheError(
+        raise UserError(
             f"calibration cache {path} is stale: it was made for a different "
             + "; ".join(differences[:4])
-            + ". Pass --recalibrate to replace it, or --calib-cache NEW.json to keep it",
-            model_changed=stored_key.get("model_sha256") != key.model_sha256,
+            + ". Pass --recalibrate to replace it, or --calib-cache NEW.json to keep it"
         )
     return payload
 
 
-def load_cache(path: str | Path, key: CacheKey) -> dict[str, tuple[float, float]] | None:
+def load_cache(
+    path: str | Path, key: CacheKey, replace_old_export: bool = False, say: Callable[[str], None] = log.info
+) -> dict[str, tuple[float, float]] | None:
     """The cached ranges if `path` holds a cache for exactly `key`; None if there is no file;
-    UserError naming what differs if the cache was made for another model, data or settings."""
-    ranges = _load_entry(Path(path), key, "ranges")
+    UserError naming what differs if the cache was made for another model, data or settings.
+    `replace_old_export`: None (recalibrate) instead when only the model hash differs."""
+    ranges = _load_entry(Path(path), key, "ranges", replace_old_export, say)
     return None if ranges is None else {name: (float(lo), float(hi)) for name, (lo, hi) in ranges.items()}
 
 
@@ -126,10 +128,12 @@ def save_cache(path: str | Path, key: CacheKey, ranges: dict[str, tuple[float, f
     )
 
 
-def load_tensorrt_cache(path: str | Path, key: CacheKey) -> bytes | None:
+def load_tensorrt_cache(
+    path: str | Path, key: CacheKey, replace_old_export: bool = False, say: Callable[[str], None] = log.info
+) -> bytes | None:
     """TensorRT's own calibration cache (legacy implicit INT8, TensorRT 10), kept inside our keyed
     file so that it is refused when stale, exactly like the Q/DQ ranges."""
-    payload = _load_entry(Path(path), key, "tensorrt_cache")
+    payload = _load_entry(Path(path), key, "tensorrt_cache", replace_old_export, say)
     return None if payload is None else base64.b64decode(payload)
 
 

@@ -16,7 +16,6 @@ import numpy as np
 
 from calibration.cache import (
     CalibrationSettings,
-    StaleCacheError,
     cache_key,
     default_cache_path,
     load_cache,
@@ -117,13 +116,8 @@ def quantize_int8(
     )
     key, files = cache_key(model_sha256(model_path), settings, options.calib_data)
     cache = Path(options.calib_cache or default_cache_path(model_path, options.method))
-    try:
-        ranges = None if options.recalibrate else load_cache(cache, key)
-    except StaleCacheError as exc:
-        if not (exc.model_changed and options.replace_cache_of_old_export and options.calib_cache is None):
-            raise
-        say(f"calibration cache {cache} was made for an earlier export of {model_path.name}: recalibrating")
-        ranges = None
+    replace_old = options.replace_cache_of_old_export and options.calib_cache is None
+    ranges = None if options.recalibrate else load_cache(cache, key, replace_old, say)
     reused = ranges is not None
     calib_set = None
     if reused:

@@ -90,6 +90,9 @@ class EngineOptions:
     calib_seed: int = CALIBRATION_SEED
     calib_cache: Path | None = None
     recalibrate: bool = False
+    # replace the default cache when it was made for an earlier export of this model (the selftest
+    # re-exports when the weights change); a cache for other settings is still refused
+    replace_cache_of_old_export: bool = False
     output: Path | None = None
     force: bool = False
     target: str | None = None  # "tensorrt" or "tensorrt-rtx"; None: what is installed
@@ -660,7 +663,8 @@ class _ImplicitCalibration:
             calibrated_ops=("tensorrt-implicit",),
         )
         self.key, _ = cache_key(onnx_sha256, settings, options.calib_data)
-        cached = None if options.recalibrate else load_tensorrt_cache(self.path, self.key)
+        replace_old = options.replace_cache_of_old_export and options.calib_cache is None
+        cached = None if options.recalibrate else load_tensorrt_cache(self.path, self.key, replace_old, say)
         self.reused = cached is not None
         batches: list[np.ndarray] = []
         if cached is not None:

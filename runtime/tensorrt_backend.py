@@ -308,10 +308,13 @@ def runner_calls() -> dict[str, set[str]]:
     return {cls: set(re.findall(rf"self\.{attr}\.(\w+)", source)) for attr, cls in _CALLED_OBJECTS.items()}
 
 
-def missing_runner_calls(trt: ModuleType, classes: tuple[str, ...] = CORE_CLASSES) -> dict[str, list[str]]:
+def missing_runner_calls(trt: ModuleType, classes: tuple[str, ...] | None = None) -> dict[str, list[str]]:
     """The methods TensorRTRunner calls on `classes` of TensorRT that `trt` lacks, per class; empty lists
-    when every call exists. Checks a TensorRT module against the runner where no GPU can run it (the lean
-    wheel on x86, the aarch64 wheels)."""
+    when every call exists. Default: the engine, context and runtime, plus the runtime config and cache
+    where the module has a runtime cache (the runner then uses them). Checks a TensorRT module against
+    the runner where no GPU can run it (the lean wheel on x86, the aarch64 wheels)."""
+    if classes is None:
+        classes = CORE_CLASSES + (("IRuntimeConfig", "IRuntimeCache") if hasattr(trt, "IRuntimeCache") else ())
     calls = runner_calls()
     out = {}
     for class_name in classes:

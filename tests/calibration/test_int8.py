@@ -191,11 +191,30 @@ def test_the_variants_pipeline_replaces_only_a_cache_of_an_earlier_export(worksp
         path.write_text(json.dumps(cache))
         with pytest.raises(UserError, match="stale.*model_sha256"):
             quantize_int8(options(workspace, output=tmp_path / "refused.onnx"))
+        with pytest.raises(UserError, match=r"stale.*model_sha256.*seed"):  # another model and another seed
+            quantize_int8(options(workspace, seed=1, replace_cache_of_old_export=True, output=tmp_path / "t.onnx"))
         redone = quantize_int8(options(workspace, replace_cache_of_old_export=True, output=tmp_path / "r.onnx"))
         assert not redone.cache_reused and redone.cache == path
         assert json.loads(path.read_text())["key"] == json.loads(kept)["key"]
     finally:
         path.write_text(kept)
+
+
+def test_tensorrt_s_own_cache_follows_the_same_replacement_rule(tmp_path):
+    """The legacy implicit-INT8 cache: replaced only when asked and only the model hash differs."""
+    from calibration.cache import CacheKey, CalibrationSettings, load_tensorrt_cache, save_tensorrt_cache
+
+    settings = CalibrationSettings("entropy", 8, 0, (64, 64), calibrated_ops=("tensorrt-implicit",))
+    path, said = tmp_path / "m.onnx.calib-tensorrt-implicit.json", []
+    save_tensorrt_cache(path, CacheKey("a" * 64, settings, "images"), b"TRT-CACHE")
+    assert load_tensorrt_cache(path, CacheKey("a" * 64, settings, "images")) == b"TRT-CACHE"
+    new_export = CacheKey("b" * 64, settings, "images")
+    with pytest.raises(UserError, match="stale.*model_sha256"):
+        load_tensorrt_cache(path, new_export)
+    assert load_tensorrt_cache(path, new_export, replace_old_export=True, say=said.append) is None
+    assert "earlier export" in said[0]
+    with pytest.raises(UserError, match="stale.*data_fingerprint"):
+        load_tensorrt_cache(path, CacheKey("b" * 64, settings, "other images"), replace_old_export=True)
 
 
 def test_exclude_keeps_nodes_in_fp32(workspace, tmp_path):
