@@ -14,13 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.cache import (
-    CalibrationSettings,
-    cache_key,
-    default_cache_path,
-    load_cache,
-    save_cache,
-)
+from calibration.cache import CalibrationSettings, cache_key, default_cache_path, load_cache, save_cache
 from calibration.data import load_calibration_set
 from calibration.int8 import (
     CALIBRATED_OPS,

@@ -287,9 +287,8 @@ class TensorRTRunner(Runner):
             self.close()
 
 
-# the TensorRT objects the runner calls into, by the attribute it holds them in
-# the TensorRT objects the runner holds, by attribute, and their classes; the runtime config and cache
-# are used only where the module has them (TensorRT-RTX's runtime cache)
+# the TensorRT objects the runner calls into, by the attribute it holds them in; the runtime config and
+# cache are used only where the module has a runtime cache (TensorRTFeatures.runtime_cache)
 _CALLED_OBJECTS = {
     "engine": "ICudaEngine",
     "context": "IExecutionContext",
@@ -313,9 +312,9 @@ def missing_runner_calls(trt: ModuleType, classes: tuple[str, ...] | None = None
     when every call exists. Default: the engine, context and runtime, plus the runtime config and cache
     where the module has a runtime cache (the runner then uses them). Checks a TensorRT module against
     the runner where no GPU can run it (the lean wheel on x86, the aarch64 wheels)."""
-    if classes is None:
-        classes = CORE_CLASSES + (("IRuntimeConfig", "IRuntimeCache") if hasattr(trt, "IRuntimeCache") else ())
     calls = runner_calls()
+    if classes is None:
+        classes = tuple(c for c in calls if c in CORE_CLASSES or hasattr(trt, "IRuntimeCache"))
     out = {}
     for class_name in classes:
         cls = getattr(trt, class_name, None)
