@@ -23,7 +23,7 @@ class ModelFile:
     backbone: str
     fusion: str
     precision: str
-    layout: str  # INT8 Q/DQ layout ("tensorrt" or "cpu"), "" otherwise
+    layout: str  # INT8 Q/DQ layout ("tensorrt", "cpu" or "openvino"), "" otherwise
     kind: str  # "onnx" or "engine"
 
 
@@ -44,8 +44,8 @@ def describe_folder(folder: str | Path) -> list[ModelFile]:
 
 
 def pick_model(files: list[ModelFile], case: Case, backbone: str | None) -> ModelFile | None:
-    """The file that runs `case`: an engine for TensorRT, an ONNX model otherwise (for INT8 on the
-    CPU the `cpu` Q/DQ layout first, which ONNX Runtime runs fastest)."""
+    """The file that runs `case`: an engine for TensorRT, an ONNX model otherwise (for INT8 the Q/DQ
+    layout the backend runs fastest first: `cpu` for ONNX Runtime, `openvino` for OpenVINO)."""
     kind = "engine" if case.backend == "tensorrt" else "onnx"
     matches = [
         f
@@ -55,8 +55,7 @@ def pick_model(files: list[ModelFile], case: Case, backbone: str | None) -> Mode
         and f.precision == case.file_precision
         and (backbone is None or f.backbone == backbone)
     ]
-    preferred = "cpu" if BACKENDS[case.backend].device == "cpu" else "tensorrt"
-    matches.sort(key=lambda f: f.layout != preferred)
+    matches.sort(key=lambda f: f.layout != BACKENDS[case.backend].int8_layout)
     return matches[0] if matches else None
 
 

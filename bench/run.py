@@ -164,17 +164,21 @@ def _model_files(options, cases, skipped, torch_here: bool, say) -> list[ModelFi
             "no --models folder given, and PyTorch is not installed to export them: pass --models DIR "
             "with models exported on another machine (msdeploy export onnx / quantize / export engine)"
         )
-    # made on demand through the variants pipeline (INT8 in the CPU layout, calibrated on synthetic
-    # images) and kept in the work folder: a second run reuses them
-    from export.variants import Int8Settings, export_fp32, make_variants
+    # made on demand through the variants pipeline (INT8 in the layout each backend runs fastest,
+    # calibrated once on synthetic images) and kept in the work folder: a second run reuses them
+    from export.variants import Int8Settings, export_fp32, make_variant
 
     work, backbone = Path(options.work), options.backbone or "pvt_v2_b2"
     work.mkdir(parents=True, exist_ok=True)
     ort_or_openvino = [c for c in wanted if BACKENDS[c.backend].family in ("onnxruntime", "openvino")]
-    precisions = sorted({c.file_precision for c in ort_or_openvino} - {"fp32"})
+    fp16 = any(c.file_precision == "fp16" for c in ort_or_openvino)
+    int8_layouts = dict.fromkeys(BACKENDS[c.backend].int8_layout for c in ort_or_openvino if c.file_precision == "int8")
     for fusion in dict.fromkeys(c.fusion for c in wanted):
         fp32 = export_fp32(work / f"{backbone}_{fusion}.onnx", backbone, fusion, options.weights, say=say)
-        make_variants(fp32, precisions, weights=options.weights, int8=Int8Settings(target="cpu"), work=work, say=say)
+        if fp16:
+            make_variant(fp32, "fp16", weights=options.weights, work=work, say=say)
+        for layout in int8_layouts:
+            make_variant(fp32, "int8", int8=Int8Settings(target=layout), work=work, say=say)
     return describe_folder(work)
 
 

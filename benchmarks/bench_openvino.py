@@ -3,7 +3,7 @@ eager, and OpenVINO's own recipe for a PyTorch model (`convert_model`, then NNCF
 all timed in one interleaved run per input size, with each row's agreement with the FP32 model.
 
 For each fusion mode: export pvt_v2_b2 (random init: speed does not depend on the weights), calibrate
-INT8 once on synthetic images (both Q/DQ layouts come from the one calibration), run OpenVINO's
+INT8 once on synthetic images (all three Q/DQ layouts come from the one calibration), run OpenVINO's
 recipe with the same images, then time every row at every size (batch 1) and compare every row's
 logits with ONNX Runtime FP32 on held-out synthetic images at --size. The goal: our fastest
 row at that size at least --goal times faster than the recipe's fastest, both at mask IoU >= 0.98.
@@ -124,7 +124,7 @@ def _ours(models: dict[str, Path], threads: int) -> list[Row]:
         request = compiled.create_infer_request()
         return lambda x, compiled=compiled: np.array(request.infer({0: x})[0])  # keeps the compiled model alive
 
-    fp32, trt, cpu = models["fp32"], models["int8-tensorrt"], models["int8-cpu"]
+    fp32, trt, cpu, ov = models["fp32"], models["int8-tensorrt"], models["int8-cpu"], models["int8-openvino"]
     return [
         Row("PyTorch eager FP32", "ours", opener(fp32, "torch-cpu")),
         Row("onnxruntime-cpu FP32", "ours", opener(fp32, "onnxruntime-cpu")),
@@ -134,6 +134,7 @@ def _ours(models: dict[str, Path], threads: int) -> list[Row]:
         Row("OpenVINO BF16 on our ONNX as exported (dynamic; before)", "ours, before tuning", dynamic_bf16),
         Row("openvino-cpu INT8 (tensorrt layout)", "ours", opener(trt, "openvino-cpu", "auto")),
         Row("openvino-cpu INT8 (cpu layout)", "ours", opener(cpu, "openvino-cpu", "auto")),
+        Row("openvino-cpu INT8 (openvino layout)", "ours", opener(ov, "openvino-cpu", "auto")),
     ]
 
 
@@ -159,12 +160,12 @@ def _recipe(recipe: dict[str, tuple[object, float]], threads: int) -> list[Row]:
 
 
 def make_models(backbone: str, fusion: str, work: Path, count: int) -> dict[str, Path]:
-    """FP32, and INT8 in both Q/DQ layouts from one calibration (the second reuses its cache)."""
+    """FP32, and INT8 in every Q/DQ layout from one calibration (the later ones reuse its cache)."""
     from export.variants import Int8Settings, export_fp32, make_variant
 
     fp32 = export_fp32(work / f"{backbone}_{fusion}.onnx", backbone, fusion, say=print)
     made = {"fp32": fp32}
-    for target in ("tensorrt", "cpu"):
+    for target in ("tensorrt", "cpu", "openvino"):
         int8 = Int8Settings(target=target, images=count)
         made[f"int8-{target}"] = make_variant(fp32, "int8", int8=int8, work=work, say=print).path
     return made
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
         images = calibration_arrays(models["fp32"], args.work, args.calib_count, args.agreement_size)
         keep = args.work / f"recipe-{args.backbone}_{fusion}-{args.calib_count}"
         recipe = make_recipe(network_for(meta, None), images, args.agreement_size, keep)
-        made_in[fusion] = {"ours (export, calibration, both INT8 layouts)": ours_seconds}
+        made_in[fusion] = {"ours (export, calibration, all INT8 layouts)": ours_seconds}
         made_in[fusion].update({f"recipe {k}": v[1] for k, v in recipe.items()})
         rows[fusion] = _ours(models, args.threads) + _recipe(recipe, args.threads)
         held_out[fusion] = held_out_arrays(models["fp32"], args.agreement_images, args.agreement_size)
@@ -287,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Batch 1, {args.threads} threads, {args.iters} interleaved iterations after {args.warmup} warm-up at "
         "each size (every row of both fusion modes in one run); host wall clock per call, input in memory. "
-        f"INT8: our calibration (percentile, {args.calib_count} synthetic images) in both Q/DQ layouts; the "
+        f"INT8: our calibration (percentile, {args.calib_count} synthetic images) in each Q/DQ layout; the "
         "recipe's NNCF INT8 uses the same images. openvino-cpu compiles each input size as a static shape; "
         "`auto` runs the float layers of an INT8 model in the CPU's default precision. Agreement: "
         f"{args.agreement_images} held-out synthetic images at {args.agreement_size}x{args.agreement_size}, "

@@ -14,6 +14,10 @@ One calibration (tensor ranges from real images, cached) serves two layouts:
   UINT8 activations, per-channel INT8 weights, INT32 biases, Conv outputs quantized (so DQ-Conv-Q
   fuses into QLinearConv and chains of convolutions stay in INT8); attention MatMuls stay float, as
   in the TensorRT layout, unless asked for.
+- `openvino`: what OpenVINO's CPU plugin compiles into the fewest conversions: the TensorRT layout's
+  quantization (symmetric INT8, Q/DQ on Conv/MatMul/Gemm inputs, float biases), float layers left
+  FP32 (OpenVINO runs them in its inference precision, BF16 where native), and two exact graph
+  passes (calibration/openvino_layout.py) so the token/map transposes of the PVT blocks stay free.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from runtime.errors import UserError
 log = logging.getLogger("msdeploy")
 
 METHODS = ("entropy", "max", "percentile")
-TARGETS = ("tensorrt", "cpu")
+TARGETS = ("tensorrt", "cpu", "openvino")
 FLOAT_PRECISIONS = ("fp16", "fp32")  # what the unquantized layers of an INT8 graph run in
 TENSORRT_OPS = ("Conv", "MatMul", "Gemm")
 # CPU: the same op types; the layout differs in activations, biases and which outputs are quantized
@@ -51,6 +55,7 @@ class TargetLayout:
     quantize_bias: bool
     quantize_attention: bool  # MatMuls of two activations (Q.K^T, attention.V)
     float_precision: str = "fp32"  # what the unquantized layers run in: "fp16" or "fp32"
+    openvino_passes: bool = False  # calibration/openvino_layout.py after the Q/DQ are written
 
     @property
     def dq_only_into_quantized_ops(self) -> bool:
@@ -75,6 +80,16 @@ LAYOUTS = {
     # attention and the residual Adds after it read directly.
     "cpu": TargetLayout(
         CPU_OPS, "uint8", unquantized_outputs=("MatMul", "Gemm"), quantize_bias=True, quantize_attention=False
+    ),
+    # OpenVINO fuses symmetric int8 Q/DQ into its VNNI/AMX kernels; the passes keep its fusions
+    # across the PVT blocks' transposes (docs/openvino.md has the measurements)
+    "openvino": TargetLayout(
+        TENSORRT_OPS,
+        "int8",
+        unquantized_outputs=TENSORRT_OPS,
+        quantize_bias=False,
+        quantize_attention=False,
+        openvino_passes=True,
     ),
 }
 
@@ -219,13 +234,18 @@ def quantize_model(
     if float_precision not in (None, *FLOAT_PRECISIONS):
         raise UserError(f"unknown float precision {float_precision!r}; choose one of {', '.join(FLOAT_PRECISIONS)}")
     layout = LAYOUTS[target]
-    if target == "cpu" and float_precision == "fp16":
-        # Casts between the Q/DQ pairs would keep ONNX Runtime from fusing them into its integer kernels
-        raise UserError("the cpu INT8 layout keeps its unquantized layers FP32; drop --high-precision fp16")
+    if target != "tensorrt" and float_precision == "fp16":
+        # Casts between the Q/DQ pairs would keep ONNX Runtime and OpenVINO from fusing them into
+        # their integer kernels; OpenVINO picks the float layers' precision itself (BF16 where native)
+        raise UserError(f"the {target} INT8 layout keeps its unquantized layers FP32; drop --high-precision fp16")
     model = load_model_with_shape_infer(Path(model_path))
     excluded = select_excluded((n.name for n in model.graph.node), exclude)
     if not (layout.quantize_attention if quantize_attention is None else quantize_attention):
         excluded += [n for n in attention_matmuls(model.graph) if n not in excluded]
+    if layout.openvino_passes:
+        from calibration.openvino_layout import amx_int8_conv_hazards
+
+        excluded += [n for n in amx_int8_conv_hazards(model.graph) if n not in excluded]
     excluded_set = set(excluded)
     _private_weights(model, lambda n: n.name in excluded_set or n.op_type not in layout.op_types)
     ranges_np = {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for k, (lo, hi) in ranges.items()}
@@ -258,6 +278,12 @@ def quantize_model(
     out = quantizer.model.model
     if layout.dq_only_into_quantized_ops:
         _only_quantized_ops_read_dq(out, layout.op_types)
+    if layout.openvino_passes:
+        from calibration.openvino_layout import flatten_after_transpose, hoist_qdq_pairs
+
+        flatten_after_transpose(out)
+        hoist_qdq_pairs(out)
+        _drop_dead_nodes(out)  # the shape computations of the replaced Reshapes
     if (float_precision or layout.float_precision) == "fp16":
         from calibration.fp16 import fp16_graph
 
@@ -332,11 +358,17 @@ def tensorrt_qdq_problems(model) -> list[str]:
     return problems
 
 
+PASS_THROUGH = ("Cast", "Transpose", "Reshape")  # between a DequantizeLinear and the op it quantizes
+
+
 def dequantized_tensors(model) -> set[str]:
-    """Tensors a DequantizeLinear gives, also through the Cast an FP16 graph puts after it."""
-    dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
-    casts = {n.output[0] for n in model.graph.node if n.op_type == "Cast" and n.input[0] in dq_outputs}
-    return dq_outputs | casts
+    """Tensors a DequantizeLinear gives, also through the Cast an FP16 graph puts after it and the
+    Transposes and Reshapes the openvino layout leaves between it and the quantized op."""
+    found = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    for node in model.graph.node:  # topologically sorted: a chain is followed in one sweep
+        if node.op_type in PASS_THROUGH and node.input[0] in found:
+            found.add(node.output[0])
+    return found
 
 
 def quantized_node_count(model) -> dict[str, int]:
@@ -344,7 +376,7 @@ def quantized_node_count(model) -> dict[str, int]:
     dequantized = dequantized_tensors(model)
     counts: dict[str, int] = {}
     for node in model.graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear", "Cast"):
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear", *PASS_THROUGH):
             continue
         if any(i in dequantized for i in node.input):
             counts[node.op_type] = counts.get(node.op_type, 0) + 1

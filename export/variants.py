@@ -39,7 +39,7 @@ class Variant:
 class Int8Settings:
     """How INT8 variants are calibrated; the defaults are the project's one set."""
 
-    target: str = "tensorrt"  # Q/DQ layout: "tensorrt" or "cpu" (ONNX Runtime)
+    target: str = "tensorrt"  # Q/DQ layout (calibration.int8.LAYOUTS): "tensorrt", "cpu" or "openvino"
     method: str = CALIBRATION_METHOD
     images: int = CALIBRATION_IMAGES
     calib_data: Path | None = None  # a folder of images; None: the synthetic set in the work folder

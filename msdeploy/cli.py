@@ -495,14 +495,16 @@ def parity(model, sizes, batches, weights, backend, inference_precision, as_json
     "--target",
     type=click.Choice(tuple(INT8_LAYOUTS)),
     default="tensorrt",
-    help="INT8 layout: TensorRT's (symmetric, Q/DQ on Conv/MatMul/Gemm inputs) or ONNX Runtime CPU's "
-    "fastest (uint8 activations).",
+    help="INT8 layout: TensorRT's (symmetric, Q/DQ on Conv/MatMul/Gemm inputs), ONNX Runtime CPU's "
+    "fastest (uint8 activations), or OpenVINO's fastest (TensorRT's quantization, FP32 float layers, "
+    "Q/DQ placed where OpenVINO fuses it).",
 )
 @click.option(
     "--high-precision",
     type=click.Choice(FLOAT_PRECISIONS),
     help="INT8: what the unquantized layers run in [default: fp16 for --target tensorrt (TensorRT's INT8 + "
-    "FP16; FP32 islands cost TensorRT its fused attention and FP16's memory savings), fp32 for cpu].",
+    "FP16; FP32 islands cost TensorRT its fused attention and FP16's memory savings), fp32 for cpu "
+    "and openvino].",
 )
 @click.option(
     "--calib-cache",
@@ -511,7 +513,10 @@ def parity(model, sizes, batches, weights, backend, inference_precision, as_json
 )
 @click.option("--recalibrate", is_flag=True, help="INT8: calibrate again and replace the cache.")
 @click.option(
-    "-o", "--output", type=FILE, help="Output file [default: MODEL.fp16.onnx, MODEL.int8.onnx, MODEL.int8-cpu.onnx]."
+    "-o",
+    "--output",
+    type=FILE,
+    help="Output file [default: MODEL.fp16.onnx, MODEL.int8.onnx, MODEL.int8-cpu.onnx, MODEL.int8-openvino.onnx].",
 )
 @click.option("--weights", type=FILE, help="FP16: the checkpoint MODEL was exported from.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")

@@ -26,6 +26,7 @@ class Backend:
     family: str  # "torch", "onnxruntime", "openvino" or "tensorrt"
     device: str  # "cpu" or "cuda"
     providers: tuple[str, ...] = ()  # ONNX Runtime execution providers, in order of preference
+    int8_layout: str = "tensorrt"  # the INT8 Q/DQ layout it runs fastest (calibration.int8.LAYOUTS)
 
     @property
     def runs_files(self) -> bool:
@@ -39,9 +40,9 @@ BACKENDS = {
         Backend("torch-cpu", "torch", "cpu"),
         Backend("torch-cuda", "torch", "cuda"),
         Backend("torch-cuda-graphs", "torch", "cuda"),
-        Backend("onnxruntime-cpu", "onnxruntime", "cpu", ("CPUExecutionProvider",)),
+        Backend("onnxruntime-cpu", "onnxruntime", "cpu", ("CPUExecutionProvider",), int8_layout="cpu"),
         Backend("onnxruntime-cuda", "onnxruntime", "cuda", ("CUDAExecutionProvider", "CPUExecutionProvider")),
-        Backend("openvino-cpu", "openvino", "cpu"),
+        Backend("openvino-cpu", "openvino", "cpu", int8_layout="openvino"),
         Backend("tensorrt", "tensorrt", "cuda"),
     )
 }

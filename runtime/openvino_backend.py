@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,41 @@ log = logging.getLogger("msdeploy.openvino")
 INFERENCE_PRECISIONS = ("auto", "bf16", "f32")  # auto: bf16 where the CPU computes it natively
 CACHE_ENV = "MSDEPLOY_OPENVINO_CACHE"  # the model cache folder; "off" disables it
 STATIC_SHAPES_KEPT = 4  # compiled input shapes held at once (each holds its own plan and buffers)
+
+
+def amx_int8_conv_hazard(in_channels: int, kernel: Sequence[int]) -> bool:
+    """A Conv that OpenVINO 2026.4's AMX INT8 kernels computed wrongly when its input was quantized:
+    16 to 63 input channels and a kernel of 4x4 or more (pvt_v2_b0's stage-1 spatial reduction:
+    32 channels, 8x8). Found layer by layer against ONNX Runtime, then on single Q/DQ Convs (16-56
+    channels with 8x8 kernels, 32 and 48 with 4x4; 3-12 and 64 or more channels were right, as
+    was every shape with AMX disabled). The openvino INT8 layout leaves such Convs float."""
+    return 16 <= in_channels < 64 and min(kernel) >= 4
+
+
+def _dequantized(value) -> bool:
+    """Whether an OpenVINO graph value is a dequantized integer tensor (Convert from int8/uint8, then
+    the Subtract/Multiply that OpenVINO's ONNX reader makes of a DequantizeLinear, and maybe a Cast)."""
+    node = value.get_node()
+    while node.get_type_name() in ("Multiply", "Subtract", "Reshape", "Convert"):
+        if node.get_type_name() == "Convert" and node.get_input_element_type(0).get_type_name() in ("i8", "u8"):
+            return True
+        node = node.input_value(0).get_node()  # a Convert between floats: the FP16 layout's Cast
+    return False
+
+
+def amx_int8_hazards(model) -> list[str]:
+    """Convolutions of an OpenVINO model (as read) with a quantized input that fit
+    `amx_int8_conv_hazard`."""
+    found = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Convolution" or not _dequantized(op.input_value(0)):
+            continue
+        weight = op.get_input_partial_shape(1)
+        if weight.rank.is_static and len(weight) == 4 and all(d.is_static for d in weight):
+            _, cin, kh, kw = (d.get_length() for d in weight)
+            if amx_int8_conv_hazard(cin, (kh, kw)):
+                found.append(op.get_friendly_name())
+    return found
 
 
 def default_inference_precision() -> str:
@@ -132,6 +168,15 @@ class OpenVINORunner(Runner):
         except Exception as exc:  # OpenVINO's own error types (unreadable file, unsupported op)
             raise UserError(f"OpenVINO cannot read {path}: {_last_line(exc)}") from exc
         super().__init__(str(path), _metadata(str(path), self.model))
+        hazards = amx_int8_hazards(self.model) if cpu_features().amx_int8 else []
+        if hazards:
+            log.warning(
+                "%s has %d INT8 convolution(s) with 16-63 input channels and a 4x4 or larger kernel, which "
+                "OpenVINO's AMX INT8 kernels computed wrongly (docs/openvino.md); write this model with "
+                "`msdeploy quantize --target openvino`, which leaves them float",
+                path,
+                len(hazards),
+            )
         self.inputs = [_spec(p) for p in self.model.inputs]
         self.outputs = [_spec(p) for p in self.model.outputs]
         self.compile_seconds = 0.0  # all compiles so far (each new input shape compiles once)

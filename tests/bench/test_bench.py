@@ -188,3 +188,15 @@ def test_a_family_name_stands_for_all_its_backends():
         "onnxruntime-cuda",
         "tensorrt",
     ]
+
+
+def test_each_backend_gets_the_int8_layout_it_runs_fastest(tmp_path):
+    from bench.file_rows import ModelFile, pick_model
+
+    files = [
+        ModelFile(tmp_path / f"m.{name}.onnx", "pvt_v2_b0", "absi", "int8", layout, "onnx")
+        for name, layout in (("int8", "tensorrt"), ("int8-cpu", "cpu"), ("int8-openvino", "openvino"))
+    ]
+    for backend, layout in (("onnxruntime-cpu", "cpu"), ("openvino-cpu", "openvino"), ("onnxruntime-cuda", "tensorrt")):
+        assert pick_model(files, Case(backend, "int8", "absi", 64, 1), None).layout == layout
+        assert pick_model(files[:1], Case(backend, "int8", "absi", 64, 1), None).layout == "tensorrt"  # else any

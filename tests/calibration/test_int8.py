@@ -15,6 +15,7 @@ from calibration.int8 import (
     quantized_node_count,
     tensorrt_qdq_problems,
 )
+from calibration.openvino_layout import amx_int8_conv_hazards
 from calibration.quantize import Int8Options, quantize_int8
 from calibration.synthetic import write_dataset
 from runtime.errors import UserError
@@ -154,6 +155,87 @@ def test_float_islands_in_fp32_on_request(workspace, tensorrt_int8, tmp_path):
     assert quantized_node_count(model) == quantized_node_count(onnx.load(str(tensorrt_int8.path)))
     with pytest.raises(UserError, match="unknown float precision"):
         quantize_int8(options(workspace, float_precision="bf16", output=tmp_path / "bf.onnx"))
+
+
+@pytest.fixture(scope="module")
+def openvino_int8(workspace, tensorrt_int8):
+    return quantize_int8(options(workspace, target="openvino"))
+
+
+def test_openvino_layout_is_the_tensorrt_quantization_with_free_transposes(
+    workspace, tensorrt_int8, openvino_int8, tmp_path
+):
+    """The same ops quantized as for TensorRT, FP32 float layers, the Q/DQ pairs above the token/map
+    transposes and the Conv outputs flattened after their transpose; the passes change no value."""
+    import onnx
+
+    result = openvino_int8
+    assert result.cache_reused and result.path.name == "hier.int8-openvino.onnx"
+    model = onnx.load(str(result.path))
+    assert not fp16_casts(model)
+    # the TensorRT layout's quantized ops, less the Convs OpenVINO's AMX INT8 kernels got wrong
+    # (b0's stage-1 spatial reductions: 2 blocks x 3 scales)
+    hazards = amx_int8_conv_hazards(onnx.load(str(workspace[0])).graph)
+    assert len(hazards) == 2 * 3
+    counts = quantized_node_count(onnx.load(str(tensorrt_int8.path)))
+    assert quantized_node_count(model) == {**counts, "Conv": counts["Conv"] - len(hazards)}
+    producer = {out: n for n in model.graph.node for out in n.output}
+    dq_readers = [n for n in model.graph.node if n.input and producer.get(n.input[0], n).op_type == "DequantizeLinear"]
+    assert any(n.op_type == "Transpose" for n in dq_readers)  # a pair was moved above the data movement
+    flattened = [n for n in model.graph.node if n.op_type == "Transpose" and n.name.endswith("_to_nhwc")]
+    assert flattened and all(producer[n.input[0]].op_type == "Conv" for n in flattened)
+
+    # against the TensorRT quantization with FP32 float layers, unoptimised ONNX Runtime (no fusion of
+    # its own): the same values up to float summation order
+    import onnxruntime as ort
+
+    plain = quantize_int8(
+        options(workspace, float_precision="fp32", exclude=tuple(hazards), output=tmp_path / "f.onnx")
+    )
+    session_options = ort.SessionOptions()
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    x = np.random.default_rng(5).standard_normal((1, 3, *SIZE), dtype=np.float32)
+
+    def logits(path):
+        session = ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"])
+        return session.run(["mask_logits"], {"image": x})[0]
+
+    want = logits(plain.path)
+    np.testing.assert_allclose(logits(result.path), want, atol=1e-4 * np.abs(want).max())
+    with pytest.raises(UserError, match="openvino INT8 layout keeps its unquantized layers FP32"):
+        quantize_int8(options(workspace, target="openvino", float_precision="fp16", output=tmp_path / "h.onnx"))
+
+
+def test_openvino_runs_its_layout_in_int8_with_onnx_runtime_s_masks(openvino_int8, tensorrt_int8, monkeypatch, caplog):
+    """pvt_v2_b0's stage-1 spatial reductions (32 channels, 8x8 kernels) are Convs OpenVINO's AMX INT8
+    kernels computed wrongly: the openvino layout leaves them float, and opening another layout's
+    file on an AMX CPU says so."""
+    ov = pytest.importorskip("openvino", reason="the [openvino] extra is not installed")
+    from calibration.metrics import mask_iou
+    from runtime import openvino_backend
+    from runtime.compare import cosine_similarity
+    from runtime.cpu_features import CpuFeatures
+
+    assert not openvino_backend.amx_int8_hazards(ov.Core().read_model(str(openvino_int8.path)))
+    assert len(openvino_backend.amx_int8_hazards(ov.Core().read_model(str(tensorrt_int8.path)))) == 2 * 3
+
+    from calibration.synthetic import make_sample
+    from runtime.preprocess import preprocess
+
+    rng, meta = np.random.default_rng(6), runtime.load(openvino_int8.path).require_metadata()
+    x = np.concatenate([preprocess(make_sample(rng, SIZE).image, meta, SIZE) for _ in range(2)])
+    with runtime.open_runner(openvino_int8.path, "onnxruntime-cpu") as reference:
+        want = reference.infer(x)["mask_logits"]
+    for precision in ("f32", "auto"):  # auto: BF16 float layers where the CPU has them
+        with runtime.open_runner(openvino_int8.path, "openvino-cpu", inference_precision=precision) as runner:
+            got = runner.infer(x)["mask_logits"]
+        assert cosine_similarity(got, want) > 0.99, precision
+        assert mask_iou(got > 0, want > 0) >= 0.98, precision
+
+    monkeypatch.setattr(openvino_backend, "cpu_features", lambda: CpuFeatures(amx_int8=True, amx_bf16=True))
+    with caplog.at_level("WARNING", logger="msdeploy.openvino"):
+        runtime.open_runner(tensorrt_int8.path, "openvino-cpu").close()
+    assert "6 INT8 convolution(s)" in caplog.text and "--target openvino" in caplog.text
 
 
 def test_cache_is_reused_then_refused_when_stale(workspace, tensorrt_int8, tmp_path, monkeypatch):

@@ -1,0 +1,197 @@
+"""Graph passes that make a Q/DQ model compile well in OpenVINO's CPU plugin (the `openvino` layout).
+
+OpenVINO turns each Q/DQ pair into a FakeQuantize and its low-precision transformations then fuse
+the dequantization into the int8 kernel that reads it. Two spots of our graphs defeat that, both
+where the PVT blocks switch between token layout [B, N, C] and maps [B, C, H, W]:
+
+- `hoist_qdq_pairs`: the quantizer puts Q/DQ right before the Conv or MatMul, after the Transpose
+  and Reshape that turn tokens into a map. OpenVINO then runs the transpose as a separate float
+  kernel (it cannot fold it into the reorder it otherwise becomes) and the quantization as a
+  separate pass. With the pair moved above the data movement, the LayerNorm writes int8 and the
+  transpose becomes a free reorder. A per-tensor scale commutes with a transpose or reshape, so
+  the arithmetic is unchanged.
+- `flatten_after_transpose`: a Conv whose output goes back to tokens as Reshape [B, C, H*W] then
+  Transpose(0, 2, 1). OpenVINO moves the Conv's dequantization (a per-channel multiply) past the
+  Reshape, where it no longer fuses into the Conv, and the Transpose after it runs as a float
+  kernel. Written as Transpose(0, 2, 3, 1) then Reshape [B, H*W, C], the same values in the same
+  order, the multiply stays in the Conv and the transpose becomes a free reorder of its NHWC output.
+
+Both passes were measured with OpenVINO's per-layer counters and `benchmarks/bench_openvino.py`
+(docs/openvino.md).
+
+One kind of Conv stays float in this layout, `amx_int8_conv_hazards`: those OpenVINO 2026.4's AMX INT8
+convolution computed wrongly (runtime.openvino_backend.amx_int8_conv_hazard: 16-63 input channels, a
+4x4 or larger kernel, as in pvt_v2_b0's stage-1 spatial reduction).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+
+import numpy as np
+
+from runtime.openvino_backend import amx_int8_conv_hazard
+
+DATA_MOVEMENT = ("Transpose", "Reshape")  # ops a per-tensor quantization commutes with
+
+
+def amx_int8_conv_hazards(graph) -> list[str]:
+    """Names of the Convs to leave float (before quantization: their weights are initializers)."""
+    weights = {i.name: tuple(i.dims) for i in graph.initializer}
+    found = []
+    for node in graph.node:
+        shape = weights.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if shape is None or len(shape) != 4:
+            continue
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if group == 1 and amx_int8_conv_hazard(shape[1], shape[2:]):
+            found.append(node.name)
+    return found
+
+
+def _producers(graph) -> dict:
+    return {out: node for node in graph.node for out in node.output}
+
+
+def _consumers(graph) -> dict[str, list]:
+    found: dict[str, list] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            found[name].append(node)
+    return found
+
+
+def _is_scalar(graph, name: str) -> bool:
+    from onnx import numpy_helper
+
+    init = next((i for i in graph.initializer if i.name == name), None)
+    return init is not None and numpy_helper.to_array(init).size == 1
+
+
+def topological_sort(graph) -> None:
+    """Reorder graph.node so every node follows the producers of its inputs (Kahn, stable)."""
+    producers = _producers(graph)
+    nodes = list(graph.node)
+    index = {id(n): i for i, n in enumerate(nodes)}
+    waiting = [sum(1 for name in set(n.input) if name in producers) for n in nodes]
+    readers: dict[int, list[int]] = defaultdict(list)
+    for i, node in enumerate(nodes):
+        for name in set(node.input):
+            if name in producers:
+                readers[index[id(producers[name])]].append(i)
+    ready = deque(i for i, count in enumerate(waiting) if count == 0)
+    order = []
+    while ready:
+        i = ready.popleft()
+        order.append(nodes[i])
+        for j in readers[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                ready.append(j)
+    if len(order) != len(nodes):
+        raise ValueError("the graph has a cycle")  # a pass bug, not a user error
+    del graph.node[:]
+    graph.node.extend(order)
+
+
+def hoist_qdq_pairs(model) -> int:
+    """Move each per-tensor Q/DQ pair above the Transposes and Reshapes between the tensor's producer
+    and the quantized op, when nothing else reads the tensors in between. Returns how many moved."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    moved = 0
+    for quant in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
+        producers, consumers = _producers(graph), _consumers(graph)
+        readers = consumers[quant.output[0]]
+        if len(readers) != 1 or readers[0].op_type != "DequantizeLinear" or not _is_scalar(graph, quant.input[1]):
+            continue
+        dequant = readers[0]
+        chain, source = [], quant.input[0]
+        while (
+            source in producers
+            and producers[source].op_type in DATA_MOVEMENT
+            and len(consumers[source]) == 1
+            and source not in outputs
+        ):
+            chain.append(producers[source])
+            source = producers[source].input[0]
+        if not chain:
+            continue
+        top, bottom = chain[-1], chain[0]
+        for reader in consumers[dequant.output[0]]:
+            reader.input[:] = [bottom.output[0] if name == dequant.output[0] else name for name in reader.input]
+        quant.input[0] = source
+        top.input[0] = dequant.output[0]
+        moved += 1
+    if moved:
+        topological_sort(graph)
+    return moved
+
+
+def _shapes(model) -> dict[str, list]:
+    """Known dims (int, or the symbol's name) of every tensor the model's shape inference can tell."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    values = [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]
+    return {
+        v.name: [d.dim_value if d.HasField("dim_value") else d.dim_param or None for d in v.type.tensor_type.shape.dim]
+        for v in values
+        if v.type.tensor_type.HasField("shape")
+    }
+
+
+def _perm(node) -> list[int]:
+    return next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
+
+
+def _out_channels(graph, conv, producers) -> int | None:
+    """Conv output channels from its weight (an initializer, or the DequantizeLinear of one)."""
+    name = conv.input[1]
+    if name in producers and producers[name].op_type == "DequantizeLinear":
+        name = producers[name].input[0]
+    init = next((i for i in graph.initializer if i.name == name), None)
+    return int(init.dims[0]) if init is not None else None
+
+
+def flatten_after_transpose(model) -> int:
+    """Conv -> Reshape [B, C, H*W] -> Transpose(0, 2, 1) becomes Conv -> Transpose(0, 2, 3, 1) ->
+    Reshape [B, H*W, C] (the same tensor). Only where shape inference shows the Reshape keeps the
+    batch and channel axes. Returns how many were rewritten."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    shapes = _shapes(model)
+    producers, consumers = _producers(graph), _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    rewritten = 0
+    for conv in [n for n in graph.node if n.op_type == "Conv"]:
+        out = conv.output[0]
+        if len(consumers[out]) != 1 or out in outputs:
+            continue
+        reshape = consumers[out][0]
+        if reshape.op_type != "Reshape" or reshape.input[0] != out or len(consumers[reshape.output[0]]) != 1:
+            continue
+        transpose = consumers[reshape.output[0]][0]
+        if transpose.op_type != "Transpose" or _perm(transpose) != [0, 2, 1] or reshape.output[0] in outputs:
+            continue
+        channels = _out_channels(graph, conv, producers)
+        before, after = shapes.get(out), shapes.get(reshape.output[0])
+        if channels is None or before is None or after is None or len(before) != 4 or len(after) != 3:
+            continue
+        if before[0] is None or after[0] != before[0] or after[1] != channels:
+            continue
+        nhwc, shape = f"{reshape.name}_nhwc", f"{reshape.name}_tokens_shape"
+        graph.initializer.append(numpy_helper.from_array(np.array([0, -1, channels], np.int64), shape))
+        graph.node.extend(
+            [
+                helper.make_node("Transpose", [out], [nhwc], name=f"{reshape.name}_to_nhwc", perm=[0, 2, 3, 1]),
+                helper.make_node("Reshape", [nhwc, shape], [transpose.output[0]], name=f"{reshape.name}_to_tokens"),
+            ]
+        )
+        graph.node.remove(reshape)
+        graph.node.remove(transpose)
+        rewritten += 1
+    if rewritten:
+        topological_sort(graph)
+    return rewritten
