@@ -1,6 +1,6 @@
 """Calibrated INT8: Q/DQ nodes written into the ONNX graph with onnxruntime.quantization.
 
-One calibration (tensor ranges from real images, cached) serves two layouts:
+One calibration (tensor ranges from real images, cached) serves three layouts:
 
 - `tensorrt` (default): what TensorRT's explicit quantization wants. Symmetric INT8 activations and
   weights (every zero-point 0), per-channel weight scales, Q/DQ only on the inputs of Conv, MatMul
@@ -358,15 +358,30 @@ def tensorrt_qdq_problems(model) -> list[str]:
     return problems
 
 
-PASS_THROUGH = ("Cast", "Transpose", "Reshape")  # between a DequantizeLinear and the op it quantizes
+MOVED_PAST = ("Transpose", "Reshape")  # what the openvino layout leaves between a DQ and its op
 
 
 def dequantized_tensors(model) -> set[str]:
-    """Tensors a DequantizeLinear gives, also through the Cast an FP16 graph puts after it and the
-    Transposes and Reshapes the openvino layout leaves between it and the quantized op."""
+    """Tensors a DequantizeLinear gives, also through the Cast an FP16 graph puts after it, and
+    through the Transposes and Reshapes the openvino layout leaves between a DequantizeLinear and
+    the quantized op (only on the way to one: in the cpu layout a Reshape after a DQ leads elsewhere)."""
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def leads_to_quantized_op(name: str) -> bool:
+        readers = consumers.get(name, [])
+        return bool(readers) and all(
+            r.op_type in CALIBRATED_OPS or (r.op_type in MOVED_PAST and leads_to_quantized_op(r.output[0]))
+            for r in readers
+        )
+
     found = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     for node in model.graph.node:  # topologically sorted: a chain is followed in one sweep
-        if node.op_type in PASS_THROUGH and node.input[0] in found:
+        if not node.input or node.input[0] not in found:
+            continue
+        if node.op_type == "Cast" or (node.op_type in MOVED_PAST and leads_to_quantized_op(node.output[0])):
             found.add(node.output[0])
     return found
 
@@ -376,7 +391,7 @@ def quantized_node_count(model) -> dict[str, int]:
     dequantized = dequantized_tensors(model)
     counts: dict[str, int] = {}
     for node in model.graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear", *PASS_THROUGH):
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear", "Cast") or node.output[0] in dequantized:
             continue
         if any(i in dequantized for i in node.input):
             counts[node.op_type] = counts.get(node.op_type, 0) + 1

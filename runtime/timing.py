@@ -47,7 +47,10 @@ def time_interleaved(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, TimingStats]:
     """Time several callables in turn, one call each per round, so that a noisy machine (another
-    process, thermal changes) hurts them alike. Warm-up rounds are not counted.
+    process, thermal changes) hurts them alike. Warm-up rounds are not counted. Each round starts
+    one callable later than the one before, so none always runs right after the same neighbour
+    (a runtime whose threads keep spinning after its call, or one that leaves the caches full of
+    its own data, would otherwise slow the same callable every round).
 
     A callable that returns a float reports its own time in seconds (CUDA events on a GPU, where
     the host clock would include launch and synchronisation); otherwise the host clock is used.
@@ -58,9 +61,11 @@ def time_interleaved(
         for fn in fns.values():
             fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
+    order = list(fns.items())
     rounds = 0
     while True:
-        for name, fn in fns.items():
+        shift = rounds % len(order)
+        for name, fn in order[shift:] + order[:shift]:
             start = time.perf_counter()
             reported = fn()
             elapsed = time.perf_counter() - start

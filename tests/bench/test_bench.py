@@ -35,7 +35,8 @@ def test_interleaved_timing_uses_reported_device_time_and_min_time():
     order = []
     fns = {"host": lambda: order.append("host"), "device": lambda: order.append("device") or 0.25}
     stats = time_interleaved(fns, warmup=1, iterations=3)
-    assert order[:4] == ["host", "device", "host", "device"]  # one call each per round
+    # one call each per round (after the warm-up round), each round starting one callable later
+    assert order == ["host", "device", "host", "device", "device", "host", "host", "device"]
     assert stats["device"].median_ms == pytest.approx(250.0) and stats["host"].median_ms < 50
     slow = time_interleaved({"s": lambda: time.sleep(0.01)}, warmup=0, iterations=2, min_time=0.1)
     assert slow["s"].iterations >= 9  # min_time added rounds past the 2 asked for
