@@ -55,7 +55,9 @@ def pick_model(files: list[ModelFile], case: Case, backbone: str | None) -> Mode
         and f.precision == case.file_precision
         and (backbone is None or f.backbone == backbone)
     ]
-    matches.sort(key=lambda f: f.layout != BACKENDS[case.backend].int8_layout)
+    # then the TensorRT layout (`msdeploy quantize`'s default): a folder made before the openvino
+    # layout existed gives openvino-cpu the same file every time
+    matches.sort(key=lambda f: (f.layout != BACKENDS[case.backend].int8_layout, f.layout != "tensorrt"))
     return matches[0] if matches else None
 
 

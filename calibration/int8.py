@@ -369,11 +369,19 @@ def dequantized_tensors(model) -> set[str]:
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
+    producers = {out: node for node in model.graph.node for out in node.output}
+
+    def dequantized_second_input(name: str) -> bool:  # through a Cast, Transposes, Reshapes
+        node = producers.get(name)
+        while node is not None and node.op_type in ("Cast", *MOVED_PAST):
+            node = producers.get(node.input[0])
+        return node is not None and node.op_type == "DequantizeLinear"
 
     def leads_to_quantized_op(name: str) -> bool:
         readers = consumers.get(name, [])
         return bool(readers) and all(
-            r.op_type in CALIBRATED_OPS or (r.op_type in MOVED_PAST and leads_to_quantized_op(r.output[0]))
+            (r.op_type in CALIBRATED_OPS and len(r.input) > 1 and dequantized_second_input(r.input[1]))
+            or (r.op_type in MOVED_PAST and leads_to_quantized_op(r.output[0]))
             for r in readers
         )
 

@@ -103,9 +103,11 @@ def hoist_qdq_pairs(model) -> int:
     for quant in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
         producers, consumers = _producers(graph), _consumers(graph)
         readers = consumers[quant.output[0]]
-        if len(readers) != 1 or readers[0].op_type != "DequantizeLinear" or not _is_scalar(graph, quant.input[1]):
+        if len(readers) != 1 or readers[0].op_type != "DequantizeLinear" or quant.output[0] in outputs:
             continue
         dequant = readers[0]
+        if dequant.output[0] in outputs or not all(_is_scalar(graph, n.input[1]) for n in (quant, dequant)):
+            continue  # a graph output keeps its tensor; a per-axis scale would move with the data
         chain, source = [], quant.input[0]
         while (
             source in producers
@@ -132,13 +134,37 @@ def _shapes(model) -> dict[str, list]:
     """Known dims (int, or the symbol's name) of every tensor the model's shape inference can tell."""
     import onnx
 
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)  # data_prop: computed Reshape shapes
     values = [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]
     return {
         v.name: [d.dim_value if d.HasField("dim_value") else d.dim_param or None for d in v.type.tensor_type.shape.dim]
         for v in values
         if v.type.tensor_type.HasField("shape")
     }
+
+
+def _names(graph) -> set[str]:
+    """Every node, tensor and initializer name in use."""
+    names = {i.name for i in graph.initializer} | {v.name for v in (*graph.input, *graph.output)}
+    for node in graph.node:
+        names.update((node.name, *node.input, *node.output))
+    return names
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """`name`, or `name_2`, `name_3`... if taken; the result is marked taken."""
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}_{n}"
+    taken.add(candidate)
+    return candidate
+
+
+def _drop_unread_initializer(graph, name: str) -> None:
+    if not any(name in node.input for node in graph.node):
+        for init in [i for i in graph.initializer if i.name == name]:
+            graph.initializer.remove(init)
 
 
 def _perm(node) -> list[int]:
@@ -164,12 +190,14 @@ def flatten_after_transpose(model) -> int:
     shapes = _shapes(model)
     producers, consumers = _producers(graph), _consumers(graph)
     outputs = {o.name for o in graph.output}
+    taken = _names(graph)
     rewritten = 0
     for conv in [n for n in graph.node if n.op_type == "Conv"]:
         out = conv.output[0]
-        if len(consumers[out]) != 1 or out in outputs:
+        readers = [r for r in consumers[out] if r.op_type != "Shape"]  # a Shape reader is unaffected
+        if len(readers) != 1 or out in outputs:
             continue
-        reshape = consumers[out][0]
+        reshape = readers[0]
         if reshape.op_type != "Reshape" or reshape.input[0] != out or len(consumers[reshape.output[0]]) != 1:
             continue
         transpose = consumers[reshape.output[0]][0]
@@ -181,16 +209,20 @@ def flatten_after_transpose(model) -> int:
             continue
         if before[0] is None or after[0] != before[0] or after[1] != channels:
             continue
-        nhwc, shape = f"{reshape.name}_nhwc", f"{reshape.name}_tokens_shape"
+        base = reshape.name or out
+        nhwc, shape = _unique(f"{base}_nhwc", taken), _unique(f"{base}_tokens_shape", taken)
         graph.initializer.append(numpy_helper.from_array(np.array([0, -1, channels], np.int64), shape))
         graph.node.extend(
             [
-                helper.make_node("Transpose", [out], [nhwc], name=f"{reshape.name}_to_nhwc", perm=[0, 2, 3, 1]),
-                helper.make_node("Reshape", [nhwc, shape], [transpose.output[0]], name=f"{reshape.name}_to_tokens"),
+                helper.make_node("Transpose", [out], [nhwc], name=_unique(f"{base}_to_nhwc", taken), perm=[0, 2, 3, 1]),
+                helper.make_node(
+                    "Reshape", [nhwc, shape], [transpose.output[0]], name=_unique(f"{base}_to_tokens", taken)
+                ),
             ]
         )
         graph.node.remove(reshape)
         graph.node.remove(transpose)
+        _drop_unread_initializer(graph, reshape.input[1])
         rewritten += 1
     if rewritten:
         topological_sort(graph)

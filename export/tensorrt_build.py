@@ -154,9 +154,11 @@ def model_metadata(model: Path) -> ModelMetadata:
     meta, data = read_model_metadata(model)
     layout = (data.get("int8") or {}).get("target", "tensorrt")
     if layout != "tensorrt":
-        # asymmetric UINT8 activations: TensorRT's explicit quantization takes symmetric INT8 only
+        # cpu: asymmetric UINT8 activations, which TensorRT's explicit quantization does not take;
+        # openvino: Q/DQ moved off the ops TensorRT fuses them into
+        runtime = {"cpu": "ONNX Runtime", "openvino": "OpenVINO"}.get(layout, layout)
         raise UserError(
-            f"{model} holds the {layout} INT8 layout (for ONNX Runtime); TensorRT builds the TensorRT layout: "
+            f"{model} holds the {layout} INT8 layout (for {runtime}); TensorRT builds the TensorRT layout: "
             f"msdeploy quantize FP32_MODEL.onnx --precision int8 --target tensorrt --calib-data DIR"
         )
     return meta

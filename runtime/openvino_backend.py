@@ -31,19 +31,20 @@ STATIC_SHAPES_KEPT = 4  # compiled input shapes held at once (each holds its own
 
 
 def amx_int8_conv_hazard(in_channels: int, kernel: Sequence[int]) -> bool:
-    """A Conv that OpenVINO 2026.4's AMX INT8 kernels computed wrongly when its input was quantized:
-    16 to 63 input channels and a kernel of 4x4 or more (pvt_v2_b0's stage-1 spatial reduction:
-    32 channels, 8x8). Found layer by layer against ONNX Runtime, then on single Q/DQ Convs (16-56
-    channels with 8x8 kernels, 32 and 48 with 4x4; 3-12 and 64 or more channels were right, as
-    was every shape with AMX disabled). The openvino INT8 layout leaves such Convs float."""
+    """A Conv that OpenVINO 2026.4's AMX INT8 kernels computed wrongly when its input was quantized,
+    as a rule that covers every wrong shape seen: 16 to 63 input channels and a kernel of 4x4 or more
+    (pvt_v2_b0's stage-1 spatial reduction: 32 channels, 8x8). Found layer by layer against ONNX
+    Runtime; the shapes tried, and which were wrong, are in docs/results/openvino-int8-convs.md
+    (benchmarks/check_openvino_amx_convs.py). The openvino INT8 layout leaves such Convs float."""
     return 16 <= in_channels < 64 and min(kernel) >= 4
 
 
 def _dequantized(value) -> bool:
     """Whether an OpenVINO graph value is a dequantized integer tensor (Convert from int8/uint8, then
-    the Subtract/Multiply that OpenVINO's ONNX reader makes of a DequantizeLinear, and maybe a Cast)."""
+    the Subtract/Multiply that OpenVINO's ONNX reader makes of a DequantizeLinear, maybe a Cast, and
+    the Transposes and Reshapes the openvino layout leaves after it)."""
     node = value.get_node()
-    while node.get_type_name() in ("Multiply", "Subtract", "Reshape", "Convert"):
+    while node.get_type_name() in ("Multiply", "Subtract", "Reshape", "Transpose", "Convert"):
         if node.get_type_name() == "Convert" and node.get_input_element_type(0).get_type_name() in ("i8", "u8"):
             return True
         node = node.input_value(0).get_node()  # a Convert between floats: the FP16 layout's Cast

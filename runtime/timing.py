@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -47,10 +48,10 @@ def time_interleaved(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, TimingStats]:
     """Time several callables in turn, one call each per round, so that a noisy machine (another
-    process, thermal changes) hurts them alike. Warm-up rounds are not counted. Each round starts
-    one callable later than the one before, so none always runs right after the same neighbour
-    (a runtime whose threads keep spinning after its call, or one that leaves the caches full of
-    its own data, would otherwise slow the same callable every round).
+    process, thermal changes) hurts them alike. Warm-up rounds are not counted. The first timed round
+    keeps the given order, later rounds are shuffled (seeded, so a run repeats), so no callable
+    keeps the same neighbour (a runtime whose threads keep spinning after its call, or one that
+    leaves the caches full of its own data, would otherwise slow the same callable every round).
 
     A callable that returns a float reports its own time in seconds (CUDA events on a GPU, where
     the host clock would include launch and synchronisation); otherwise the host clock is used.
@@ -62,15 +63,16 @@ def time_interleaved(
             fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
     order = list(fns.items())
+    shuffler = random.Random(0)
     rounds = 0
     while True:
-        shift = rounds % len(order)
-        for name, fn in order[shift:] + order[:shift]:
+        for name, fn in order:
             start = time.perf_counter()
             reported = fn()
             elapsed = time.perf_counter() - start
             samples[name].append(reported if isinstance(reported, float) else elapsed)
         rounds += 1
+        shuffler.shuffle(order)
         done = rounds >= iterations and (min_time is None or all(sum(s) >= min_time for s in samples.values()))
         if progress:
             progress(rounds, rounds if done else max(iterations, rounds + 1))

@@ -35,8 +35,17 @@ def test_interleaved_timing_uses_reported_device_time_and_min_time():
     order = []
     fns = {"host": lambda: order.append("host"), "device": lambda: order.append("device") or 0.25}
     stats = time_interleaved(fns, warmup=1, iterations=3)
-    # one call each per round (after the warm-up round), each round starting one callable later
-    assert order == ["host", "device", "host", "device", "device", "host", "host", "device"]
+    # one call each per round, in the given order at first, then shuffled (seeded: a run repeats)
+    rounds = [order[i : i + 2] for i in range(0, len(order), 2)]
+    assert len(rounds) == 4 and rounds[:2] == [["host", "device"]] * 2
+    assert all(sorted(r) == ["device", "host"] for r in rounds)
+    many = []
+    time_interleaved({str(i): (lambda i=i: many.append(i)) for i in range(6)}, warmup=0, iterations=8)
+    neighbours = {(a, b) for r in range(8) for a, b in zip(many[6 * r :][:5], many[6 * r + 1 :][:5])}
+    assert len(neighbours) > 12  # a fixed or rotated order gives at most 5 or 6 distinct neighbour pairs
+    again = []
+    time_interleaved({str(i): (lambda i=i: again.append(i)) for i in range(6)}, warmup=0, iterations=8)
+    assert again == many
     assert stats["device"].median_ms == pytest.approx(250.0) and stats["host"].median_ms < 50
     slow = time_interleaved({"s": lambda: time.sleep(0.01)}, warmup=0, iterations=2, min_time=0.1)
     assert slow["s"].iterations >= 9  # min_time added rounds past the 2 asked for
@@ -201,3 +210,6 @@ def test_each_backend_gets_the_int8_layout_it_runs_fastest(tmp_path):
     for backend, layout in (("onnxruntime-cpu", "cpu"), ("openvino-cpu", "openvino"), ("onnxruntime-cuda", "tensorrt")):
         assert pick_model(files, Case(backend, "int8", "absi", 64, 1), None).layout == layout
         assert pick_model(files[:1], Case(backend, "int8", "absi", 64, 1), None).layout == "tensorrt"  # else any
+    # without its own layout, openvino-cpu takes the TensorRT layout before the cpu one, in any order
+    older = [files[1], files[0]]
+    assert pick_model(older, Case("openvino-cpu", "int8", "absi", 64, 1), None).layout == "tensorrt"

@@ -27,7 +27,9 @@ def _model(nodes, inputs, outputs, initializers):
     return model
 
 
-def _tokens_to_map_qdq(scale: np.ndarray, axis: int | None = None, extra_reader: bool = False):
+def _tokens_to_map_qdq(
+    scale: np.ndarray, axis: int | None = None, extra_reader: bool = False, dq_readers: int = 1, dq_output: bool = False
+):
     """x [1, N=6, C=4] -> Transpose -> Reshape [1, 4, 2, 3] -> Q -> DQ -> Conv 1x1 -> y, the shape
     of a PVT block's LayerNorm output feeding its MLP."""
     rng = np.random.default_rng(0)
@@ -46,6 +48,11 @@ def _tokens_to_map_qdq(scale: np.ndarray, axis: int | None = None, extra_reader:
         helper.make_node("Conv", ["dq", "w"], ["y"], name="conv"),
     ]
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 2, 3])]
+    for i in range(1, dq_readers):  # more quantized ops reading the same dequantized tensor
+        nodes.append(helper.make_node("Conv", ["dq", "w"], [f"y{i}"], name=f"conv{i}"))
+        outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [1, 5, 2, 3]))
+    if dq_output:
+        outputs.append(helper.make_tensor_value_info("dq", TensorProto.FLOAT, [1, 4, 2, 3]))
     if extra_reader:
         nodes.append(helper.make_node("Relu", ["t"], ["r"], name="other_reader"))
         outputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, 4, 6]))
@@ -66,6 +73,20 @@ def test_qdq_pair_moves_above_the_transpose_and_reshape_and_computes_the_same():
     np.testing.assert_equal(_run(model, x), before)  # rounding commutes with moving data
 
 
+def test_every_reader_of_a_moved_pair_gets_the_moved_data():
+    model = _tokens_to_map_qdq(np.array(0.05), dq_readers=3)
+    x = {"x": np.random.default_rng(1).standard_normal((1, 6, 4)).astype(np.float32)}
+    before = _run(model, x)
+    assert hoist_qdq_pairs(model) == 1
+    assert all(n.input[0] == "m" for n in model.graph.node if n.op_type == "Conv")
+    np.testing.assert_equal(_run(model, x), before)
+
+
+def test_a_dequantized_graph_output_keeps_its_pair():
+    model = _tokens_to_map_qdq(np.array(0.05), dq_output=True)
+    assert hoist_qdq_pairs(model) == 0
+
+
 def test_a_per_channel_pair_stays_where_it_is():
     model = _tokens_to_map_qdq(np.full(4, 0.05), axis=1)  # the axis would move with the transpose
     assert hoist_qdq_pairs(model) == 0
@@ -82,17 +103,31 @@ def test_a_tensor_with_another_reader_keeps_the_float_value_for_it():
     np.testing.assert_equal(_run(model, x), before)
 
 
-def _conv_to_tokens(shape: list[int]):
-    """x [1, 4, 2, 3] -> Conv 1x1 (5 channels) -> Reshape `shape` -> Transpose(0, 2, 1) -> y."""
+def _conv_to_tokens(shape: list[int] | None, reshape_name: str = "flatten"):
+    """x [B, 4, 2, 3] -> Conv 1x1 (5 channels) -> Reshape `shape` -> Transpose(0, 2, 1) -> y. With
+    `shape` None the Reshape's shape is computed from the Conv output, as a dynamic export writes it:
+    [B, 5, H*W] from Shape, Gather and Concat."""
     rng = np.random.default_rng(0)
     inits = [
         numpy_helper.from_array(rng.standard_normal((5, 4, 1, 1)).astype(np.float32), "w"),
         numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "b"),
-        numpy_helper.from_array(np.array(shape, np.int64), "flat_shape"),
     ]
-    nodes = [
-        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv"),
-        helper.make_node("Reshape", ["c", "flat_shape"], ["f"], name="flatten"),
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv")]
+    if shape is None:
+        inits += [
+            numpy_helper.from_array(np.array([0], np.int64), "zero"),
+            numpy_helper.from_array(np.array([5, -1], np.int64), "rest"),
+        ]
+        nodes += [
+            helper.make_node("Shape", ["c"], ["c_shape"], name="shape"),
+            # named as the pass would name its own nodes and tensors: they must not collide
+            helper.make_node("Gather", ["c_shape", "zero"], ["flatten_nhwc"], name="flatten_to_nhwc"),
+            helper.make_node("Concat", ["flatten_nhwc", "rest"], ["flat_shape"], name="flat_shape", axis=0),
+        ]
+    else:
+        inits.append(numpy_helper.from_array(np.array(shape, np.int64), "flat_shape"))
+    nodes += [
+        helper.make_node("Reshape", ["c", "flat_shape"], ["f"], name=reshape_name),
         helper.make_node("Transpose", ["f"], ["y"], name="to_tokens", perm=[0, 2, 1]),
     ]
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 2, 3])]
@@ -109,6 +144,18 @@ def test_conv_output_goes_to_tokens_through_an_nhwc_transpose():
     ops = [(n.op_type, [list(a.ints) for a in n.attribute]) for n in model.graph.node]
     assert ops == [("Conv", []), ("Transpose", [[0, 2, 3, 1]]), ("Reshape", [])]
     assert model.graph.node[-1].output[0] == "y"  # the readers of the old output are untouched
+    np.testing.assert_equal(_run(model, x), before)
+
+
+@pytest.mark.parametrize("reshape_name", ["flatten", ""])
+def test_a_computed_flatten_shape_and_awkward_names_are_handled(reshape_name):
+    model = _conv_to_tokens(None, reshape_name)
+    x = {"x": np.random.default_rng(3).standard_normal((3, 4, 2, 3)).astype(np.float32)}
+    before = _run(model, x)
+    assert flatten_after_transpose(model) == 1
+    onnx.checker.check_model(model)
+    nodes, tensors = [n.name for n in model.graph.node], [o for n in model.graph.node for o in n.output]
+    assert len(nodes) == len(set(nodes)) and len(tensors) == len(set(tensors))
     np.testing.assert_equal(_run(model, x), before)
 
 
