@@ -32,6 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from calibration.cache import CalibrationSettings
+from calibration.openvino_layout import (
+    DATA_MOVEMENT,  # what the openvino layout leaves between a DequantizeLinear and its op
+    amx_int8_conv_hazards,
+    flatten_after_transpose,
+    hoist_qdq_pairs,
+)
 from runtime.errors import UserError
 
 log = logging.getLogger("msdeploy")
@@ -243,8 +249,6 @@ def quantize_model(
     if not (layout.quantize_attention if quantize_attention is None else quantize_attention):
         excluded += [n for n in attention_matmuls(model.graph) if n not in excluded]
     if layout.openvino_passes:
-        from calibration.openvino_layout import amx_int8_conv_hazards
-
         excluded += [n for n in amx_int8_conv_hazards(model.graph) if n not in excluded]
     excluded_set = set(excluded)
     _private_weights(model, lambda n: n.name in excluded_set or n.op_type not in layout.op_types)
@@ -279,8 +283,6 @@ def quantize_model(
     if layout.dq_only_into_quantized_ops:
         _only_quantized_ops_read_dq(out, layout.op_types)
     if layout.openvino_passes:
-        from calibration.openvino_layout import flatten_after_transpose, hoist_qdq_pairs
-
         flatten_after_transpose(out)
         hoist_qdq_pairs(out)
         _drop_dead_nodes(out)  # the shape computations of the replaced Reshapes
@@ -358,9 +360,6 @@ def tensorrt_qdq_problems(model) -> list[str]:
     return problems
 
 
-MOVED_PAST = ("Transpose", "Reshape")  # what the openvino layout leaves between a DQ and its op
-
-
 def dequantized_tensors(model) -> set[str]:
     """Tensors a DequantizeLinear gives, also through the Cast an FP16 graph puts after it, and
     through the Transposes and Reshapes the openvino layout leaves between a DequantizeLinear and
@@ -373,7 +372,7 @@ def dequantized_tensors(model) -> set[str]:
 
     def dequantized_second_input(name: str) -> bool:  # through a Cast, Transposes, Reshapes
         node = producers.get(name)
-        while node is not None and node.op_type in ("Cast", *MOVED_PAST):
+        while node is not None and node.op_type in ("Cast", *DATA_MOVEMENT):
             node = producers.get(node.input[0])
         return node is not None and node.op_type == "DequantizeLinear"
 
@@ -381,7 +380,7 @@ def dequantized_tensors(model) -> set[str]:
         readers = consumers.get(name, [])
         return bool(readers) and all(
             (r.op_type in CALIBRATED_OPS and len(r.input) > 1 and dequantized_second_input(r.input[1]))
-            or (r.op_type in MOVED_PAST and leads_to_quantized_op(r.output[0]))
+            or (r.op_type in DATA_MOVEMENT and leads_to_quantized_op(r.output[0]))
             for r in readers
         )
 
@@ -389,7 +388,7 @@ def dequantized_tensors(model) -> set[str]:
     for node in model.graph.node:  # topologically sorted: a chain is followed in one sweep
         if not node.input or node.input[0] not in found:
             continue
-        if node.op_type == "Cast" or (node.op_type in MOVED_PAST and leads_to_quantized_op(node.output[0])):
+        if node.op_type == "Cast" or (node.op_type in DATA_MOVEMENT and leads_to_quantized_op(node.output[0])):
             found.add(node.output[0])
     return found
 

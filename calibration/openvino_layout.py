@@ -26,7 +26,7 @@ convolution computed wrongly (runtime.openvino_backend.amx_int8_conv_hazard: 16-
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
+from collections import defaultdict
 
 import numpy as np
 
@@ -68,30 +68,11 @@ def _is_scalar(graph, name: str) -> bool:
     return init is not None and numpy_helper.to_array(init).size == 1
 
 
-def topological_sort(graph) -> None:
-    """Reorder graph.node so every node follows the producers of its inputs (Kahn, stable)."""
-    producers = _producers(graph)
-    nodes = list(graph.node)
-    index = {id(n): i for i, n in enumerate(nodes)}
-    waiting = [sum(1 for name in set(n.input) if name in producers) for n in nodes]
-    readers: dict[int, list[int]] = defaultdict(list)
-    for i, node in enumerate(nodes):
-        for name in set(node.input):
-            if name in producers:
-                readers[index[id(producers[name])]].append(i)
-    ready = deque(i for i, count in enumerate(waiting) if count == 0)
-    order = []
-    while ready:
-        i = ready.popleft()
-        order.append(nodes[i])
-        for j in readers[i]:
-            waiting[j] -= 1
-            if waiting[j] == 0:
-                ready.append(j)
-    if len(order) != len(nodes):
-        raise ValueError("the graph has a cycle")  # a pass bug, not a user error
-    del graph.node[:]
-    graph.node.extend(order)
+def _sort(model) -> None:
+    """Topological order again after rewiring, with the quantizer's own sort (int8.py uses it too)."""
+    from onnxruntime.quantization.onnx_model import ONNXModel
+
+    ONNXModel(model).topological_sort()
 
 
 def hoist_qdq_pairs(model) -> int:
@@ -99,9 +80,9 @@ def hoist_qdq_pairs(model) -> int:
     and the quantized op, when nothing else reads the tensors in between. Returns how many moved."""
     graph = model.graph
     outputs = {o.name for o in graph.output}
+    producers, consumers = _producers(graph), _consumers(graph)  # kept up to date below
     moved = 0
     for quant in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
-        producers, consumers = _producers(graph), _consumers(graph)
         readers = consumers[quant.output[0]]
         if len(readers) != 1 or readers[0].op_type != "DequantizeLinear" or quant.output[0] in outputs:
             continue
@@ -120,13 +101,17 @@ def hoist_qdq_pairs(model) -> int:
         if not chain:
             continue
         top, bottom = chain[-1], chain[0]
-        for reader in consumers[dequant.output[0]]:
+        dequantized_readers = consumers[dequant.output[0]]
+        for reader in dequantized_readers:
             reader.input[:] = [bottom.output[0] if name == dequant.output[0] else name for name in reader.input]
         quant.input[0] = source
         top.input[0] = dequant.output[0]
+        consumers[bottom.output[0]] = dequantized_readers  # was [quant]
+        consumers[source] = [quant if reader is top else reader for reader in consumers[source]]
+        consumers[dequant.output[0]] = [top]
         moved += 1
     if moved:
-        topological_sort(graph)
+        _sort(model)
     return moved
 
 
@@ -225,5 +210,5 @@ def flatten_after_transpose(model) -> int:
         _drop_unread_initializer(graph, reshape.input[1])
         rewritten += 1
     if rewritten:
-        topological_sort(graph)
+        _sort(model)
     return rewritten

@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from calibration.openvino_layout import flatten_after_transpose, hoist_qdq_pairs, topological_sort
+from calibration.openvino_layout import flatten_after_transpose, hoist_qdq_pairs
 
 
 def _run(model, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -163,23 +163,3 @@ def test_a_reshape_that_is_not_the_channel_flatten_is_left_alone():
     model = _conv_to_tokens([0, 10, -1])  # splits the channels: [B, 2C, HW/2] is another tensor
     assert flatten_after_transpose(model) == 0
     assert [n.op_type for n in model.graph.node] == ["Conv", "Reshape", "Transpose"]
-
-
-def test_topological_sort_orders_producers_first_and_refuses_a_cycle():
-    nodes = [
-        helper.make_node("Relu", ["a"], ["b"], name="second"),
-        helper.make_node("Relu", ["x"], ["a"], name="first"),
-    ]
-    model = helper.make_model(
-        helper.make_graph(
-            nodes,
-            "g",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-            [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])],
-        )
-    )
-    topological_sort(model.graph)
-    assert [n.name for n in model.graph.node] == ["first", "second"]
-    model.graph.node[0].input[0] = "b"  # first reads second's output: a cycle
-    with pytest.raises(ValueError, match="cycle"):
-        topological_sort(model.graph)
