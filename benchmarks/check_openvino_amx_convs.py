@@ -19,6 +19,7 @@ import os
 import numpy as np
 
 from bench.scripts import script_command, script_parser, write_result
+from runtime.compare import cosine_similarity
 from runtime.environment import stamp
 from runtime.openvino_backend import amx_int8_conv_hazard
 from runtime.tables import Table
@@ -52,10 +53,6 @@ def qdq_conv(in_channels: int, kernel: int, stride: int, side: int, rng: np.rand
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a.ravel() @ b.ravel()) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = script_parser(__doc__, fusions=False)
     parser.add_argument("--min-cosine", type=float, default=0.999)
@@ -78,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
                 for precision in ("f32", "bf16"):
                     config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": 2}
                     compiled = core.compile_model(core.read_model(model, b""), "CPU", config)
-                    seen[precision] = cosine(np.array(compiled.create_infer_request().infer({"x": x})[0]), want)
+                    got = np.array(compiled.create_infer_request().infer({"x": x})[0])
+                    seen[precision] = cosine_similarity(got, want)
                 wrong = min(seen.values()) < args.min_cosine
                 ruled = amx_int8_conv_hazard(channels, (kernel, kernel))
                 cases.append(dict(channels=channels, kernel=kernel, stride=stride, side=side, cosine=seen,
