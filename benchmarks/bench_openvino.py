@@ -161,11 +161,12 @@ def _recipe(recipe: dict[str, tuple[object, float]], threads: int) -> list[Row]:
 
 def make_models(backbone: str, fusion: str, work: Path, count: int) -> dict[str, Path]:
     """FP32, and INT8 in every Q/DQ layout from one calibration (the later ones reuse its cache)."""
+    from calibration.int8 import LAYOUTS
     from export.variants import Int8Settings, export_fp32, make_variant
 
     fp32 = export_fp32(work / f"{backbone}_{fusion}.onnx", backbone, fusion, say=print)
     made = {"fp32": fp32}
-    for target in ("tensorrt", "cpu", "openvino"):
+    for target in LAYOUTS:
         int8 = Int8Settings(target=target, images=count)
         made[f"int8-{target}"] = make_variant(fp32, "int8", int8=int8, work=work, say=print).path
     return made

@@ -43,7 +43,6 @@ from runtime.errors import UserError
 log = logging.getLogger("msdeploy")
 
 METHODS = ("entropy", "max", "percentile")
-TARGETS = ("tensorrt", "cpu", "openvino")
 FLOAT_PRECISIONS = ("fp16", "fp32")  # what the unquantized layers of an INT8 graph run in
 TENSORRT_OPS = ("Conv", "MatMul", "Gemm")
 # CPU: the same op types; the layout differs in activations, biases and which outputs are quantized
@@ -236,7 +235,7 @@ def quantize_model(
     from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 
     if target not in LAYOUTS:
-        raise UserError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+        raise UserError(f"unknown target {target!r}; choose one of {', '.join(LAYOUTS)}")
     if float_precision not in (None, *FLOAT_PRECISIONS):
         raise UserError(f"unknown float precision {float_precision!r}; choose one of {', '.join(FLOAT_PRECISIONS)}")
     layout = LAYOUTS[target]
